@@ -1,0 +1,45 @@
+# Every target sets itself up from nothing: venv, pinned CPU torch, the package, the data.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench data install clean
+
+demo: $(STAMP) data
+	$(VENV)/bin/cnnlab train
+
+test: $(STAMP) data lint
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src
+
+bench: $(STAMP) data
+	$(PY) benchmarks/augment.py
+	$(PY) benchmarks/trainer_overhead.py
+
+install: $(STAMP)
+
+# torch first, pinned: the CPU wheel on this machine. A bare `torch` requirement would
+# pull a multi-GB CUDA build; pyproject keeps torch a range that this pin satisfies.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST: a local copy (cache or Debian's dataset-fashion-mnist), else install the
+# Debian package when we are root with apt, else download it from the official source.
+data: $(STAMP)
+	@$(PY) -m cnnlab.data check fashion-mnist >/dev/null 2>&1 || ( \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || true; \
+	  fi; \
+	  $(PY) -m cnnlab.data check fashion-mnist >/dev/null 2>&1 || $(PY) -m cnnlab.data fetch fashion-mnist )
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

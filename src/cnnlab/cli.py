@@ -1,0 +1,202 @@
+"""The `cnnlab` command: train | evaluate | predict | summary | models | datasets."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.config import TrainConfig
+from cnnlab.errors import CnnlabError, ConfigError, ShapeMismatchError, UnknownNameError
+
+USAGE_ERRORS = (UnknownNameError, ConfigError, ShapeMismatchError)  # exit code 2, like argparse
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One --flag per TrainConfig field; only flags given on the command line override."""
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("config overrides (any TrainConfig field)")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else "{}"
+        if hints[field.name] is bool:
+            group.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS, help=f"(default: {default})",
+            )  # fmt: skip
+        else:
+            group.add_argument(
+                flag, dest=field.name, type=yaml.safe_load, default=argparse.SUPPRESS,
+                metavar="VALUE", help=f"(default: {default!s})",
+            )  # fmt: skip
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.train.run import run_training
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    if args.config:
+        config = TrainConfig.from_yaml(args.config, **overrides)
+    else:
+        config = TrainConfig.from_dict(overrides)
+    print(f"training {config.model} on {config.dataset} for {config.epochs} epochs -> {config.run_dir}")
+    try:
+        metrics = run_training(config, resume=args.resume)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; the last complete epoch is in {config.run_dir}/checkpoint.safetensors"
+            " — run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"test accuracy {metrics['test_accuracy']:.2%} on {metrics['test_images']} images | "
+        f"training time {metrics['train_seconds']:.0f} s over {metrics['epochs']} epochs | "
+        f"run: {metrics['run_dir']}"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnlab import data as datasets
+    from cnnlab.predict import evaluate_model
+    from cnnlab.saved import load
+
+    model = load(args.model)
+    cfg = model.cnnlab_config
+    name = args.dataset or cfg.get("dataset")
+    if not name:
+        raise ConfigError(f"{args.model} does not record its dataset; pass --dataset NAME")
+    data = datasets.load(name, **(cfg.get("dataset_args") or {}))
+    result = evaluate_model(model, data.x_test, data.y_test)
+    print(json.dumps({"dataset": name, **result}, indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cnnlab.predict import format_topk, predict_files
+
+    results = predict_files(args.model, args.images, top_k=args.top_k)
+    failed = [r for r in results if r.error]
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+    else:
+        print(format_topk(results))
+    for r in failed:
+        print(f"error: {r.path}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnlab.inspect.summary import format_summary, summary
+    from cnnlab.models import create_model, model_info
+    from cnnlab.saved import load
+
+    if Path(args.model).is_dir():
+        model = load(args.model)
+        shape = tuple(model.cnnlab_config.get("input_shape") or ())
+    else:
+        info = model_info(args.model)
+        shape = info.input_shape
+        model = create_model(args.model, in_channels=shape[0])
+    if args.input_shape:
+        shape = tuple(int(s) for s in args.input_shape.split(","))
+    if len(shape) != 3:
+        raise ConfigError(f"Expected --input-shape C,H,W, received {args.input_shape!r}")
+    rows = summary(model, shape)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+    else:
+        print(format_summary(rows, model))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cnnlab.models import create_model, list_models, model_info
+
+    print(f"{'name':<16} {'params':>12} {'input':<10} {'paper':<28} year")
+    for name in list_models(args.pattern):
+        info = model_info(name)
+        params = sum(p.numel() for p in create_model(name, in_channels=info.input_shape[0]).parameters())
+        shape = "x".join(map(str, info.input_shape))
+        print(f"{name:<16} {params:>12,} {shape:<10} {info.paper:<28} {info.year}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from cnnlab import data as datasets
+
+    print(f"{'name':<14} {'classes':>7} {'input':<9} {'train':>7} {'test':>7}  source")
+    for name in datasets.list_datasets():
+        d = datasets.describe(name)
+        shape = "x".join(map(str, d.get("input_shape") or ())) or "any"
+        print(
+            f"{name:<14} {d.get('num_classes') or '-'!s:>7} {shape:<9} "
+            f"{d.get('train_size') or '-'!s:>7} {d.get('test_size') or '-'!s:>7}  {d.get('source', '')}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model; writes runs/<name>/")
+    p.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy and loss of a saved model")
+    p.add_argument("model", help="saved model folder, e.g. runs/demo")
+    p.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k classes for image files")
+    p.add_argument("model", help="saved model folder, e.g. runs/demo")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="per-layer output shapes and parameters")
+    p.add_argument("model", help="registered model name or saved model folder")
+    p.add_argument("--input-shape", help="C,H,W (default: the model's own)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'lenet*'")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list known datasets")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except USAGE_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CnnlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Datasets: find (cache, system folders, download), verify, and load whole splits as uint8 tensors.
+
+    >>> from cnnlab import data
+    >>> ds = data.load("fashion-mnist")   # cache -> /usr/share/datasets -> download
+    >>> ds.x_train.shape, ds.x_train.dtype
+    (torch.Size([60000, 1, 28, 28]), torch.uint8)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.data import download as _download
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.data.download import Resolver, default_cache_dir
+from cnnlab.data.folder import FolderOptions, load_folder
+from cnnlab.data.readers import DataFormatError, Splits, read_cifar_archive, read_digits, read_idx, read_npz
+from cnnlab.data.sources import CIFAR100_COARSE, LOCAL_KINDS, SOURCES, DatasetSource
+from cnnlab.errors import ConfigError, UnknownNameError
+
+__all__ = [
+    "DataFormatError",
+    "ImageDataset",
+    "default_cache_dir",
+    "describe",
+    "fetch",
+    "find_local",
+    "list_datasets",
+    "load",
+]
+
+PathLike = str | os.PathLike[str]
+
+# Options each dataset accepts in load(..., **options), with their defaults.
+OPTIONS: dict[str, dict[str, Any]] = {
+    "fashion-mnist": {},
+    "mnist": {},
+    "cifar10": {},
+    "cifar100": {"label": "fine"},  # "fine" (100 classes) or "coarse" (20 superclasses)
+    "digits": {"seed": 0},
+    "folder": {"path": None, "image_size": (32, 32), "channels": 3, "test_fraction": 0.2, "seed": 0},
+    "npz": {"path": None, "layout": "auto"},
+}
+DIGITS_URL = "https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html"
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load`, sorted."""
+    return sorted(OPTIONS)
+
+
+def describe(name: str) -> dict[str, Any]:
+    """What a dataset is, for the ``cnnlab datasets`` table. Touches no file.
+
+    Returns:
+        name, title, num_classes, input_shape (C, H, W), train_size, test_size, source
+        (URL or origin); shapes and sizes are None for ``folder`` and ``npz``.
+
+    Raises:
+        UnknownNameError: ``name`` is not in :func:`list_datasets`.
+    """
+    _check_name(name)
+    if name in SOURCES:
+        s = SOURCES[name]
+        return {
+            "name": name,
+            "title": s.title,
+            "num_classes": len(s.classes),
+            "input_shape": s.input_shape,
+            "train_size": s.train_size,
+            "test_size": s.test_size,
+            "source": s.urls[0],
+        }
+    title, origin = LOCAL_KINDS[name]
+    info: dict[str, Any] = {"name": name, "title": title, "num_classes": None, "input_shape": None}
+    info |= {"train_size": None, "test_size": None, "source": origin}
+    if name == "digits":
+        info |= {"num_classes": 10, "input_shape": (1, 8, 8), "train_size": 1437, "test_size": 360}
+        info["source"] = DIGITS_URL
+    return info
+
+
+def find_local(
+    name: str,
+    *,
+    cache_dir: PathLike | None = None,
+    system_dirs: Iterable[PathLike] | None = None,
+) -> dict[str, Path] | None:
+    """Verified local copies of a downloadable dataset's files, or None. Never downloads.
+
+    Raises:
+        UnknownNameError: unknown name.
+        ConfigError: ``name`` is not a downloadable dataset (digits, folder, npz).
+        ChecksumError: a local copy exists but is corrupt.
+    """
+    source = _source(name)
+    return _download.find_local(source, Resolver.create(cache_dir, system_dirs, download=False))
+
+
+def fetch(
+    name: str,
+    *,
+    cache_dir: PathLike | None = None,
+    system_dirs: Iterable[PathLike] | None = None,
+    mirror: str | None = None,
+    download: bool = True,
+) -> dict[str, Path]:
+    """Make sure a verified copy of every file exists locally, downloading what is missing.
+
+    Returns:
+        file name -> path (in the cache or a system folder).
+
+    Raises:
+        ChecksumError: a copy does not match its published checksum.
+        DatasetUnavailableError: no copy and no download; the message says how to get one.
+    """
+    source = _source(name)
+    return _download.resolve(source, Resolver.create(cache_dir, system_dirs, mirror, download))
+
+
+def load(
+    name: str,
+    *,
+    cache_dir: PathLike | None = None,
+    system_dirs: Iterable[PathLike] | None = None,
+    mirror: str | None = None,
+    download: bool = True,
+    **options: Any,
+) -> ImageDataset:
+    """Load a whole dataset into memory as uint8 (N, C, H, W) tensors and int64 labels.
+
+    Files are looked up in the user cache (``cache_dir``, default ``$CNNLAB_DATA`` or
+    ``~/.cache/cnnlab``) under ``<name>/``, then in ``<root>/<name>/`` for each of
+    ``system_dirs`` (default ``/usr/share/datasets``, ``/usr/local/share/datasets``), then
+    downloaded into the cache from the official URLs, or from ``mirror`` /
+    ``$CNNLAB_MIRROR`` alone when given. Every file is checked against its published
+    checksum.
+
+    Args:
+        name: one of :func:`list_datasets`.
+        cache_dir: user cache root.
+        system_dirs: read-only roots searched after the cache; ``()`` searches none.
+        mirror: base URL to download from instead of the official source; ``{name}``
+            in it is replaced by the dataset name.
+        download: allow downloading.
+        **options: per dataset. cifar100: ``label="fine"|"coarse"``. digits: ``seed``.
+            folder: ``path``, ``image_size=(H, W)``, ``channels=1|3``, ``test_fraction``,
+            ``seed``. npz: ``path``, ``layout="auto"|"NCHW"|"NHWC"``.
+
+    Raises:
+        UnknownNameError: unknown dataset name.
+        ConfigError: unknown or missing option.
+        ChecksumError: a file does not match its checksum.
+        DatasetUnavailableError: no copy and no download; says how to get one.
+        DataFormatError: a file that is not in the expected format; names it.
+    """
+    _check_name(name)
+    unknown = sorted(set(options) - set(OPTIONS[name]))
+    if unknown:
+        accepted = ", ".join(OPTIONS[name]) or "none"
+        raise ConfigError(f"load({name!r}): unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
+    opts = OPTIONS[name] | options
+    resolver = Resolver.create(cache_dir, system_dirs, mirror, download)
+    splits, where, extra = _LOADERS.get(name, _load_remote)(name, resolver, opts)
+    return ImageDataset(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(splits.x_train)),
+        y_train=torch.from_numpy(np.ascontiguousarray(splits.y_train, dtype=np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(splits.x_test)),
+        y_test=torch.from_numpy(np.ascontiguousarray(splits.y_test, dtype=np.int64)),
+        classes=list(splits.classes),
+        source=where,
+        extra=extra,
+    )
+
+
+Loaded = tuple[Splits, str, dict[str, str]]  # splits, where they came from, notes for the record
+
+
+def _load_remote(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
+    source = SOURCES[name]
+    paths = _download.resolve(source, resolver)
+    where = ", ".join(sorted({str(p.parent) for p in paths.values()}))
+    if name in ("fashion-mnist", "mnist"):
+        x_train, y_train, x_test, y_test = (read_idx(paths[f.name]) for f in source.files)
+        splits = Splits(x_train[:, None], y_train, x_test[:, None], y_test, list(source.classes))
+        return splits, where, {"split": "official"}
+    archive = paths[source.files[0].name]
+    if name == "cifar10":
+        batches = [f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)]
+        test, names_file = ["cifar-10-batches-bin/test_batch.bin"], "cifar-10-batches-bin/batches.meta.txt"
+        splits = read_cifar_archive(archive, batches, test, 1, 0, names_file)
+        return splits._replace(classes=splits.classes or list(source.classes)), where, {"split": "official"}
+    if opts["label"] not in ("fine", "coarse"):
+        raise ConfigError(f"load('cifar100'): label={opts['label']!r}; expected 'fine' or 'coarse'")
+    fine = opts["label"] == "fine"
+    prefix = "cifar-100-binary/"
+    names_file = prefix + ("fine_label_names.txt" if fine else "coarse_label_names.txt")
+    splits = read_cifar_archive(archive, [prefix + "train.bin"], [prefix + "test.bin"], 2, int(fine), names_file)
+    default = list(source.classes) if fine else list(CIFAR100_COARSE)
+    return splits._replace(classes=splits.classes or default), where, {"split": "official", "label": opts["label"]}
+
+
+def _load_digits(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
+    splits = read_digits(seed=int(opts["seed"]))
+    return splits, "sklearn.datasets.load_digits", {"split": f"stratified, 360 test, seed {opts['seed']}"}
+
+
+def _load_folder(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
+    path = _require_path(name, opts)
+    size = opts["image_size"]
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    options = FolderOptions((h, w), int(opts["channels"]), float(opts["test_fraction"]), int(opts["seed"]))
+    splits, how = load_folder(path, resolver.cache_dir, options)
+    return splits, str(Path(path).expanduser().resolve()), {"split": how}
+
+
+def _load_npz(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
+    path = _require_path(name, opts)
+    return read_npz(path, layout=opts["layout"]), str(path), {"split": "as stored"}
+
+
+_LOADERS: dict[str, Callable[[str, Resolver, dict[str, Any]], Loaded]] = {
+    "digits": _load_digits,
+    "folder": _load_folder,
+    "npz": _load_npz,
+}
+
+
+def _require_path(name: str, opts: dict[str, Any]) -> Path:
+    if opts.get("path") is None:
+        raise ConfigError(f"load({name!r}): expected option path=<{'folder' if name == 'folder' else 'file'}>, received none")
+    return Path(opts["path"]).expanduser()
+
+
+def _check_name(name: str) -> None:
+    if name not in OPTIONS:
+        raise UnknownNameError("dataset", name, list_datasets())
+
+
+def _source(name: str) -> DatasetSource:
+    _check_name(name)
+    if name not in SOURCES:
+        raise ConfigError(f"{name!r} has no files to fetch; expected one of: {', '.join(sorted(SOURCES))}")
+    return SOURCES[name]

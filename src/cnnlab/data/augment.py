@@ -1,0 +1,482 @@
+"""Batched data augmentation: flips, affine distortions, padded random crops, random erasing."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cnnlab.errors import ConfigError, ShapeMismatchError, UnknownNameError
+
+__all__ = [
+    "Augment",
+    "AugmentOp",
+    "RandomAffine",
+    "RandomCrop",
+    "RandomErasing",
+    "RandomFlip",
+    "affine_grid",
+    "affine_matrices",
+    "apply_affine",
+    "build_augment",
+]
+
+# Every op works on a whole float batch (B, C, H, W) on the 0..1 scale and draws all of its
+# random numbers for the batch in one call on the caller's generator: the same generator
+# state gives the same output, and no Python loop runs over the samples.
+
+
+class AugmentOp(Protocol):
+    """Anything that maps a batch and a generator to an augmented batch."""
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor: ...
+
+
+def _check_batch(x: Tensor, op: str) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        received = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ShapeMismatchError(f"{op} expects a batch shaped (B, C, H, W), received {received}")
+    if not x.is_floating_point():
+        raise ConfigError(
+            f"{op} expects floating-point images on the 0..1 scale (x.float() / 255), "
+            f"received dtype={x.dtype}"
+        )
+
+
+def _rand(
+    generator: torch.Generator,
+    shape: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Uniform [0, 1) numbers drawn where the generator lives, moved to where the data lives."""
+    if not isinstance(generator, torch.Generator):
+        raise ConfigError(f"Expected a torch.Generator, received {type(generator).__name__}")
+    return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def _same_format(out: Tensor, x: Tensor) -> Tensor:
+    """`out` made contiguous in the memory format of `x` (channels_last stays channels_last)."""
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return out.contiguous(memory_format=fmt)
+
+
+def _check_probability(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"Expected {name} in [0, 1], received {name}={value!r}")
+
+
+def _pair(name: str, value: Any, low: float, high: float) -> tuple[float, float]:
+    """A (min, max) pair from a tuple or a YAML list, with low <= min <= max <= high."""
+    ok = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+    if ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        first, second = float(value[0]), float(value[1])
+        if low <= first <= second <= high:
+            return first, second
+    raise ConfigError(
+        f"Expected {name} as a pair (min, max) with {low} <= min <= max <= {high}, "
+        f"received {name}={value!r}"
+    )
+
+
+def _nonnegative(name: str, value: Any, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < high:
+        raise ConfigError(f"Expected {name} in [0, {high}), received {name}={value!r}")
+    return float(value)
+
+
+@dataclass
+class RandomFlip:
+    """Mirror each image left-right and/or up-down, each with probability `p`.
+
+    Args:
+        horizontal: Flip left-right (the lectures' "horizontal flip").
+        vertical: Flip up-down; drawn independently of the horizontal flip.
+        p: Probability of each enabled flip, per sample.
+    """
+
+    horizontal: bool = True
+    vertical: bool = False
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_probability("p", self.p)
+        if not (self.horizontal or self.vertical):
+            raise ConfigError(
+                "Expected horizontal=True or vertical=True, received both False "
+                "(a flip that never flips)"
+            )
+
+    def sample(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Returns (B, 2) bool: column 0 flips left-right, column 1 flips up-down."""
+        enabled = torch.tensor([self.horizontal, self.vertical], device=x.device)
+        return (_rand(generator, (x.shape[0], 2), x.device) < self.p) & enabled
+
+    def apply(self, x: Tensor, flips: Tensor) -> Tensor:
+        """Flips the samples selected by `flips` (from `sample`)."""
+        out = x
+        if self.horizontal:
+            out = torch.where(flips[:, 0, None, None, None], out.flip(3), out)
+        if self.vertical:
+            out = torch.where(flips[:, 1, None, None, None], out.flip(2), out)
+        return _same_format(out, x)
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        _check_batch(x, "RandomFlip")
+        return self.apply(x, self.sample(x, generator))
+
+
+def affine_matrices(
+    angle: Tensor, translate: Tensor, scale: Tensor, shear: Tensor, size: tuple[int, int]
+) -> Tensor:
+    """Sampling matrices for `F.affine_grid(..., align_corners=False)`, one per sample.
+
+    The forward map, in pixels about the image centre, is
+    ``p_out = R(angle) @ Shear(shear) @ (scale * p_in) + translate``: `angle` > 0 turns the
+    content counter-clockwise on screen (as `torch.rot90` does), `translate[:, 0]` > 0 moves
+    it right and `translate[:, 1]` > 0 moves it down, `scale` > 1 enlarges it, and `shear`
+    slants it along x (``x += tan(shear) * y``). `affine_grid` wants the inverse map (where
+    each output pixel reads from) in coordinates normalised to [-1, 1] per axis, which is
+    what this returns. Working in pixels first keeps rotations rigid on non-square images.
+
+    Args:
+        angle: (B,) rotation in degrees.
+        translate: (B, 2) shift (x, y) in pixels.
+        scale: (B,) zoom factor.
+        shear: (B,) shear angle in degrees.
+        size: (H, W) of the images.
+
+    Returns:
+        (B, 2, 3) float64 matrices.
+    """
+    H, W = size
+    a = torch.deg2rad(angle.double())
+    cos, sin, tan = a.cos(), a.sin(), torch.deg2rad(shear.double()).tan()
+    inv = 1.0 / scale.double()
+    # inverse of R @ Sh @ Z  =  Z^-1 @ Sh^-1 @ R^-1,  Sh^-1 = [[1, -tan], [0, 1]],  R^-1 = R(-a)
+    a00, a01 = (cos - tan * sin) * inv, (-sin - tan * cos) * inv
+    a10, a11 = sin * inv, cos * inv
+    tx, ty = translate.double().unbind(1)
+    bx, by = -(a00 * tx + a01 * ty), -(a10 * tx + a11 * ty)  # p_in = A^-1 @ (p_out - t)
+    # pixels about the centre -> normalised: x_norm = x_pix / (W / 2), y_norm = y_pix / (H / 2)
+    row0 = torch.stack([a00, a01 * H / W, bx * 2 / W], dim=1)
+    row1 = torch.stack([a10 * W / H, a11, by * 2 / H], dim=1)
+    return torch.stack([row0, row1], dim=1)
+
+
+def affine_grid(theta: Tensor, batch: int, size: tuple[int, int], dtype: torch.dtype) -> Tensor:
+    """`F.affine_grid(theta, (B, C, H, W), align_corners=False)`, built by broadcasting.
+
+    The grid is separable (x_in = t00 * x + t02 + t01 * y), so two (B, H, W) adds replace
+    `affine_grid`'s (B, H*W, 3) @ (B, 3, 2) batched matmul, which is several times slower
+    for small images on CPU.
+
+    Returns:
+        (B, H, W, 2) sampling grid for `F.grid_sample`.
+    """
+    H, W = size
+    theta = theta.to(dtype)
+    xs = (torch.arange(W, dtype=dtype, device=theta.device) * 2 + 1) / W - 1  # pixel centres
+    ys = (torch.arange(H, dtype=dtype, device=theta.device) * 2 + 1) / H - 1
+    grid = torch.empty(batch, H, W, 2, dtype=dtype, device=theta.device)
+    for i in range(2):  # i = 0: x_in, i = 1: y_in
+        along_x = theta[:, i, 0, None] * xs + theta[:, i, 2, None]  # (B, W)
+        along_y = theta[:, i, 1, None] * ys  # (B, H)
+        torch.add(along_x[:, None, :], along_y[:, :, None], out=grid[..., i])
+    return grid
+
+
+def apply_affine(x: Tensor, theta: Tensor, fill: float = 0.0, mode: str = "bilinear") -> Tensor:
+    """Resamples every image of `x` through its own matrix in one `grid_sample` call.
+
+    Args:
+        x: (B, C, H, W) float batch.
+        theta: (B, 2, 3) sampling matrices, e.g. from `affine_matrices`.
+        fill: Value of pixels that come from outside the image.
+        mode: "bilinear", "nearest" or "bicubic".
+
+    Returns:
+        The resampled batch, in the memory format of `x`.
+    """
+    grid = affine_grid(theta, x.shape[0], (x.shape[2], x.shape[3]), x.dtype)
+    # the interpolation weights sum to 1, so shifting by `fill` around a zero-padded sample
+    # is exactly "pixels from outside equal fill"
+    source = x - fill if fill else x
+    out = F.grid_sample(source, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return _same_format(out + fill if fill else out, x)
+
+
+_MODES = ("bilinear", "nearest", "bicubic")
+
+
+@dataclass
+class RandomAffine:
+    """Rotation, shear, zoom and shift composed into one resampling per sample.
+
+    Each parameter is drawn uniformly per sample. See `affine_matrices` for the directions.
+
+    Args:
+        degrees: Rotation range [-degrees, degrees].
+        translate: Largest shift as a fraction of (W, H).
+        scale: Zoom range (min, max); above 1 enlarges the content.
+        shear: Shear-angle range [-shear, shear] in degrees.
+        fill: Value of pixels that come from outside the image.
+        mode: Interpolation: "bilinear", "nearest" or "bicubic".
+    """
+
+    degrees: float = 0.0
+    translate: tuple[float, float] = (0.0, 0.0)
+    scale: tuple[float, float] = (1.0, 1.0)
+    shear: float = 0.0
+    fill: float = 0.0
+    mode: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        self.degrees = _nonnegative("degrees", self.degrees, high=360)
+        self.shear = _nonnegative("shear", self.shear, high=90)
+        self.translate = _pair("translate", self.translate, 0.0, 1.0)
+        self.scale = _pair("scale", self.scale, 1e-3, math.inf)
+        if self.mode not in _MODES:
+            raise ConfigError(f"Expected mode in {_MODES}, received mode={self.mode!r}")
+
+    def sample(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Returns (B, 2, 3) sampling matrices drawn for this batch."""
+        B, _, H, W = x.shape
+        u = _rand(generator, (B, 5), x.device, torch.float64) * 2 - 1  # (B, 5) in [-1, 1)
+        angle = u[:, 0] * self.degrees
+        translate = u[:, 1:3] * torch.tensor(
+            [self.translate[0] * W, self.translate[1] * H], device=x.device
+        )
+        low, high = self.scale
+        scale = low + (high - low) * (u[:, 3] + 1) / 2
+        shear = u[:, 4] * self.shear
+        return affine_matrices(angle, translate, scale, shear, (H, W))
+
+    def apply(self, x: Tensor, theta: Tensor) -> Tensor:
+        """Resamples `x` through `theta` (from `sample`)."""
+        return apply_affine(x, theta, self.fill, self.mode)
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        _check_batch(x, "RandomAffine")
+        return self.apply(x, self.sample(x, generator))
+
+
+_PADDING_MODES = ("constant", "reflect", "replicate")
+
+
+@dataclass
+class RandomCrop:
+    """Pad by `padding` on every side, then cut a random window of the original size.
+
+    The window moves by whole pixels, so every output pixel is an input (or padding) pixel.
+
+    Args:
+        padding: Pixels added on each side; the shift is at most this much either way.
+        fill: Value of the padding when `padding_mode` is "constant".
+        padding_mode: "constant", "reflect" or "replicate" (as `F.pad`).
+    """
+
+    padding: int = 4
+    fill: float = 0.0
+    padding_mode: str = "constant"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
+            raise ConfigError(f"Expected padding as an int >= 0, received padding={self.padding!r}")
+        if self.padding_mode not in _PADDING_MODES:
+            raise ConfigError(
+                f"Expected padding_mode in {_PADDING_MODES}, received "
+                f"padding_mode={self.padding_mode!r}"
+            )
+
+    def sample(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Returns (B, 2) int64 offsets (oy, ox) of the window in the padded batch."""
+        u = _rand(generator, (x.shape[0], 2), x.device)
+        return (u * (2 * self.padding + 1)).long().clamp_(max=2 * self.padding)
+
+    def pad(self, x: Tensor) -> Tensor:
+        """The padded batch the windows are cut from: (B, C, H + 2p, W + 2p)."""
+        p, H, W = self.padding, x.shape[2], x.shape[3]
+        if self.padding_mode == "reflect" and p >= min(H, W):
+            raise ShapeMismatchError(
+                f"reflect padding needs padding < H and W, received padding={p} for {H}x{W}"
+            )
+        if self.padding_mode == "constant":
+            return F.pad(x, (p, p, p, p), mode="constant", value=self.fill)
+        return F.pad(x, (p, p, p, p), mode=self.padding_mode)
+
+    def apply(self, x: Tensor, offsets: Tensor) -> Tensor:
+        """Cuts the window at `offsets` (from `sample`) out of each padded image."""
+        B, C, H, W = x.shape
+        padded = self.pad(x).flatten(2)  # (B, C, Hp * Wp)
+        Wp = W + 2 * self.padding
+        rows = offsets[:, 0, None] + torch.arange(H, device=x.device)  # (B, H)
+        cols = offsets[:, 1, None] + torch.arange(W, device=x.device)  # (B, W)
+        index = (rows[:, :, None] * Wp + cols[:, None, :]).view(B, 1, H * W)
+        out = padded.gather(2, index.expand(B, C, H * W)).view(B, C, H, W)
+        return _same_format(out, x)
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        _check_batch(x, "RandomCrop")
+        return self.apply(x, self.sample(x, generator))
+
+
+_ERASE_ATTEMPTS = 10  # boxes tried per sample, as torchvision; a sample with none that fits stays
+
+
+@dataclass
+class RandomErasing:
+    """Random erasing (Zhong et al. 2017): overwrite a random rectangle with `value`.
+
+    Args:
+        p: Probability that a sample is erased.
+        scale: Range of the rectangle's area as a fraction of the image.
+        ratio: Range of the rectangle's aspect ratio h / w (drawn log-uniformly).
+        value: Value written into the rectangle (0..1 scale).
+    """
+
+    p: float = 0.5
+    scale: tuple[float, float] = (0.02, 0.33)
+    ratio: tuple[float, float] = (0.3, 3.3)
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_probability("p", self.p)
+        self.scale = _pair("scale", self.scale, 1e-9, 1.0)
+        self.ratio = _pair("ratio", self.ratio, 1e-9, math.inf)
+
+    def sample(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Returns (B, 4) int64 boxes (y0, x0, h, w); h = w = 0 where nothing is erased."""
+        B, _, H, W = x.shape
+        T = _ERASE_ATTEMPTS
+        u = _rand(generator, (B, 2 * T + 3), x.device)
+        area = H * W * (self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, :T])  # (B, T)
+        log_r0, log_r1 = math.log(self.ratio[0]), math.log(self.ratio[1])
+        ratio = torch.exp(log_r0 + (log_r1 - log_r0) * u[:, T : 2 * T])  # (B, T)
+        h = (area * ratio).sqrt().round().long()
+        w = (area / ratio).sqrt().round().long()
+        # rounding may push the area out of range: keep only boxes that honour `scale` exactly
+        fraction = (h * w).double() / (H * W)
+        fits = (h >= 1) & (w >= 1) & (h <= H) & (w <= W)
+        fits &= (fraction >= self.scale[0]) & (fraction <= self.scale[1])
+        first = fits.int().argmax(dim=1, keepdim=True)  # first fitting attempt, (B, 1)
+        erase = fits.any(dim=1) & (u[:, 2 * T] < self.p)
+        h = torch.where(erase, h.gather(1, first).squeeze(1), 0)
+        w = torch.where(erase, w.gather(1, first).squeeze(1), 0)
+        y0 = torch.minimum((u[:, 2 * T + 1] * (H - h + 1)).long(), H - h)
+        x0 = torch.minimum((u[:, 2 * T + 2] * (W - w + 1)).long(), W - w)
+        return torch.stack([y0, x0, h, w], dim=1)
+
+    def apply(self, x: Tensor, boxes: Tensor) -> Tensor:
+        """Writes `value` into each sample's box (from `sample`)."""
+        _, _, H, W = x.shape
+        y0, x0, h, w = boxes[:, :, None].unbind(1)  # each (B, 1)
+        rows = torch.arange(H, device=x.device)
+        cols = torch.arange(W, device=x.device)
+        in_rows = (rows >= y0) & (rows < y0 + h)  # (B, H)
+        in_cols = (cols >= x0) & (cols < x0 + w)  # (B, W)
+        mask = in_rows[:, None, :, None] & in_cols[:, None, None, :]  # (B, 1, H, W)
+        return _same_format(torch.where(mask, self.value, x), x)
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        _check_batch(x, "RandomErasing")
+        return self.apply(x, self.sample(x, generator))
+
+
+class Augment:
+    """A pipeline of ops applied in order, all drawing from one generator.
+
+    Args:
+        ops: The ops, e.g. `[RandomFlip(), RandomCrop(padding=4)]`.
+    """
+
+    def __init__(self, ops: Sequence[AugmentOp]) -> None:
+        self.ops = list(ops)
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        _check_batch(x, "Augment")
+        for op in self.ops:
+            x = op(x, generator)
+        return x
+
+    def __repr__(self) -> str:
+        lines = "".join(f"\n  {op!r}," for op in self.ops)
+        return f"Augment([{lines}\n])" if self.ops else "Augment([])"
+
+
+# name -> (op, arguments a bare name gets); dict entries in a config override the arguments.
+# The strengths are the typical small distortions of the lectures (10 degrees, 10 % shifts).
+_PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
+    "flip": (RandomFlip, {}),
+    "vflip": (RandomFlip, {"horizontal": False, "vertical": True}),
+    "crop": (RandomCrop, {"padding": 4}),
+    "affine": (
+        RandomAffine,
+        {"degrees": 10.0, "translate": (0.1, 0.1), "scale": (0.9, 1.1), "shear": 10.0},
+    ),
+    "shift": (RandomAffine, {"translate": (0.1, 0.1)}),
+    "rotate": (RandomAffine, {"degrees": 10.0}),
+    "zoom": (RandomAffine, {"scale": (0.9, 1.1)}),
+    "shear": (RandomAffine, {"shear": 10.0}),
+    "erase": (RandomErasing, {}),
+}
+
+
+def build_augment(spec: Any) -> Augment | None:
+    """Builds a pipeline from a config value.
+
+    Args:
+        spec: None, "none" or [] for no augmentation; a string like "flip,crop"; or a list
+            of names and dicts such as ``{"name": "affine", "degrees": 10}``. Names:
+            flip, vflip, crop, affine, shift, rotate, zoom, shear, erase.
+
+    Returns:
+        The pipeline, or None when the spec asks for no augmentation.
+    """
+    if spec is None:
+        items: list[Any] = []
+    elif isinstance(spec, str):
+        items = [] if spec.strip().lower() == "none" else spec.split(",")
+        items = [item.strip() for item in items if item.strip()]
+    elif isinstance(spec, Mapping):
+        items = [spec]
+    elif isinstance(spec, Sequence):
+        items = list(spec)
+    else:
+        raise ConfigError(
+            "Expected augmentation as None, a string like 'flip,crop' or a list of names "
+            f"and dicts, received {spec!r}"
+        )
+    return Augment([_build_op(item) for item in items]) if items else None
+
+
+def _build_op(item: Any) -> AugmentOp:
+    if isinstance(item, str):
+        name, kwargs = item, {}
+    elif isinstance(item, Mapping) and "name" in item:
+        kwargs = {str(k): v for k, v in item.items() if k != "name"}
+        name = item["name"]
+    else:
+        raise ConfigError(
+            f"Expected an augmentation name or a dict with a 'name' key, received {item!r}"
+        )
+    key = str(name).strip().lower()
+    if key not in _PRESETS:
+        raise UnknownNameError("augmentation", str(name), _PRESETS)
+    op, defaults = _PRESETS[key]
+    valid = [field.name for field in dataclasses.fields(op)]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"augmentation {key!r} received unknown argument(s) {unknown}; "
+            f"expected some of: {', '.join(valid)}"
+        )
+    built: AugmentOp = op(**{**defaults, **kwargs})
+    return built

@@ -1,0 +1,98 @@
+"""Batches from in-memory uint8 tensors: index, scale, augment, normalise — whole batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+
+Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class Normalize:
+    """(x - mean) / std per channel, for float images on the 0..1 scale."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def to_input(
+    images: torch.Tensor, normalize: Normalize, channels_last: bool = False
+) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> normalised float32, in the memory format the model runs in."""
+    x = normalize(images.to(torch.float32).div_(255))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+class BatchLoader:
+    """Iterate over (images, labels) batches of an in-memory dataset.
+
+    Each epoch draws one permutation from ``generator``; augmentation draws from
+    the same generator, so saving its state at an epoch's end is enough to
+    replay the next epoch exactly on resume.
+
+    Args:
+        images: uint8 tensor (N, C, H, W).
+        labels: int64 tensor (N,).
+        batch_size: images per batch.
+        normalize: per-channel normalisation applied after augmentation.
+        shuffle: draw a new order every epoch.
+        augment: callable ``(x, generator) -> x`` on float batches in 0..1.
+        generator: source of all randomness; required when shuffling or augmenting.
+        drop_last: skip the last incomplete batch (keeps BatchNorm statistics sane).
+        limit_batches: stop after this many batches.
+        channels_last: hand batches over in NHWC memory format.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        normalize: Normalize,
+        *,
+        shuffle: bool = False,
+        augment: Augmentation | None = None,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        limit_batches: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        if (shuffle or augment is not None) and generator is None:
+            raise ValueError("a generator is required to shuffle or augment reproducibly")
+        self.images, self.labels = images, labels
+        self.batch_size, self.normalize = batch_size, normalize
+        self.shuffle, self.augment, self.generator = shuffle, augment, generator
+        self.drop_last, self.limit_batches = drop_last, limit_batches
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        batches = max(batches, 1) if n else 0
+        return min(batches, self.limit_batches) if self.limit_batches else batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.images)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for i in range(len(self)):
+            if order is None:
+                sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                images, labels = self.images[sl], self.labels[sl]
+            else:
+                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                images, labels = self.images[idx], self.labels[idx]
+            x = images.to(torch.float32).div_(255)
+            if self.augment is not None:
+                assert self.generator is not None
+                x = self.augment(x, self.generator)
+            x = self.normalize(x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, labels

@@ -1,0 +1,5 @@
+"""Looking inside models: summaries (and, later, feature maps and attributions)."""
+
+from cnnlab.inspect.summary import LayerRow, summary
+
+__all__ = ["LayerRow", "summary"]

@@ -1,0 +1,74 @@
+"""The model registry: a name -> builder table that refuses duplicate names."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from torch import nn
+
+from cnnlab.errors import ConfigError, UnknownNameError
+
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model without building it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_shape: tuple[int, int, int]  # (C, H, W) the model is designed for
+    paper: str  # short citation, e.g. "LeCun et al. 1998"
+    year: int
+    fixed_input: bool  # built for one image size: the builder takes ``input_size``
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    input_shape: tuple[int, int, int],
+    paper: str,
+    year: int,
+    fixed_input: bool = False,
+) -> Callable[[Builder], Builder]:
+    """Decorator that adds a builder to the registry under ``name``."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ConfigError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = ModelInfo(name, builder, input_shape, paper, year, fixed_input)
+        return builder
+
+    return decorate
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry for ``name``; raises UnknownNameError listing valid names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError("model", name, _REGISTRY) from None
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model, e.g. ``create_model("lenet5", num_classes=10)``.
+
+    The name and arguments are attached as ``model.cnnlab_config`` so that
+    :func:`cnnlab.save` can write a config that rebuilds the same model.
+    """
+    model = model_info(name).builder(**kwargs)
+    args = json.loads(json.dumps(kwargs))  # tuples -> lists: what config.json will hold
+    model.cnnlab_config = {"architecture": name, "model_args": args}
+    return model
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))

@@ -1,0 +1,111 @@
+"""Predictions from a saved model: image files in, a top-k table of class probabilities out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from cnnlab.errors import CheckpointError
+from cnnlab.saved import load, preprocess
+
+
+@dataclass
+class Prediction:
+    """Top-k guesses for one file, or the reason it could not be read."""
+
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)  # (class name, probability)
+    error: str | None = None
+
+
+@torch.inference_mode()
+def probabilities(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Softmax outputs (N, K) of a loaded model for uint8 images (N, C, H, W)."""
+    config = getattr(model, "cnnlab_config", {})
+    model.eval()
+    outs = [
+        model(preprocess(images[i : i + batch_size], config)).float().softmax(1)
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evaluate_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of a loaded model on uint8 images."""
+    probs = probabilities(model, images)
+    picked = probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
+    return {
+        "accuracy": float((probs.argmax(1) == labels).float().mean()),
+        "loss": float(-picked.log().mean()),
+        "n": len(labels),
+    }
+
+
+def read_image(path: str | os.PathLike[str], input_shape: Sequence[int]) -> torch.Tensor:
+    """One image file -> uint8 tensor (C, H, W) in the model's channels and size.
+
+    Raises:
+        ValueError: the file is empty, truncated or not an image (message says which).
+        OSError: the file cannot be opened.
+    """
+    c, h, w = input_shape
+    if Path(path).stat().st_size == 0:
+        raise ValueError("file is empty")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so truncation is caught here
+            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
+    except UnidentifiedImageError:
+        raise ValueError("not an image file Pillow can read") from None
+    except OSError as e:
+        raise ValueError(f"damaged image ({e})") from None
+    array = np.asarray(img, dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(array.copy())
+
+
+def predict_files(
+    model_dir: str | os.PathLike[str], paths: Sequence[str], top_k: int = 3
+) -> list[Prediction]:
+    """Top-k predictions for each file; unreadable files get an ``error`` and are skipped."""
+    model = load(model_dir)
+    config: dict[str, Any] = model.cnnlab_config  # type: ignore[assignment]
+    shape, classes = config.get("input_shape"), config.get("classes")
+    if not shape or not classes:
+        raise CheckpointError(f"{model_dir}: config.json lacks input_shape or classes")
+    results = [Prediction(str(p)) for p in paths]
+    images, ok = [], []
+    for result in results:
+        try:
+            images.append(read_image(result.path, shape))
+            ok.append(result)
+        except FileNotFoundError:
+            result.error = "file not found"
+        except (OSError, ValueError) as e:
+            result.error = str(e)
+    if images:
+        probs = probabilities(model, torch.stack(images))
+        values, indices = probs.topk(min(top_k, len(classes)), dim=1)
+        for result, vs, ix in zip(ok, values.tolist(), indices.tolist(), strict=True):
+            result.top = [(classes[i], v) for v, i in zip(vs, ix, strict=True)]
+    return results
+
+
+def format_topk(results: Sequence[Prediction]) -> str:
+    """The seed-001 style table: each file, then its top guesses with probabilities."""
+    lines = []
+    for r in results:
+        lines.append(r.path)
+        if r.error:
+            lines.append(f"  (skipped: {r.error})")
+        width = max((len(name) for name, _ in r.top), default=0)
+        lines.extend(f"  {name:<{width}}  {p:.2f}" for name, p in r.top)
+    return "\n".join(lines)

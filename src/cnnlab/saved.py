@@ -1,0 +1,108 @@
+"""Saved models: a folder with config.json (how to rebuild) and model.safetensors (weights).
+
+Loading rebuilds the architecture from the registry and reads tensors only;
+nothing is unpickled, so a saved model from a stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab import __version__
+from cnnlab.data.loader import Normalize, to_input
+from cnnlab.errors import CheckpointError, ConfigError, UnknownNameError
+from cnnlab.io import load_tensors, save_tensors, write_json
+from cnnlab.models import create_model
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """The {"architecture", "model_args"} record ``create_model`` attached to ``model``."""
+    record = getattr(model, "cnnlab_config", None)
+    if not isinstance(record, dict) or "architecture" not in record:
+        raise ConfigError(
+            f"{type(model).__name__} was not built by cnnlab.create_model, so its config is "
+            "unknown; build it with create_model(name, ...) to save it"
+        )
+    return dict(record)
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    classes: list[str] | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save ``model`` to the folder ``path`` (created if needed); returns the folder.
+
+    Weights are written before the config, each atomically, so a folder with a
+    config always has complete weights beside it.
+    """
+    folder = Path(path)
+    config = {
+        **model_config(model),
+        "classes": classes,
+        "input_shape": list(input_shape) if input_shape else None,
+        "mean": mean,
+        "std": std,
+        "cnnlab_version": __version__,
+        **(extra or {}),
+    }
+    state = model.state_dict()
+    save_tensors(folder / WEIGHTS_FILE, state, {"format": "cnnlab.model/1"})
+    write_json(folder / CONFIG_FILE, config)
+    return folder
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The config.json of a saved model folder, checked for the keys load() needs."""
+    file = Path(path) / CONFIG_FILE
+    try:
+        config = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: not found; expected a saved cnnlab model folder") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{file}: unreadable or not JSON ({e})") from None
+    if not isinstance(config, dict) or "architecture" not in config:
+        raise CheckpointError(f"{file}: expected an object with an 'architecture' key")
+    return config
+
+
+def load(path: str | os.PathLike[str]) -> nn.Module:
+    """Rebuild a saved model in eval mode; its config is in ``model.cnnlab_config``.
+
+    Raises:
+        CheckpointError: missing/damaged files, or weights that do not fit the config.
+    """
+    config = read_config(path)
+    try:
+        model = create_model(config["architecture"], **config.get("model_args", {}))
+    except (UnknownNameError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: cannot rebuild the model ({e})") from None
+    tensors, _ = load_tensors(Path(path) / WEIGHTS_FILE)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{Path(path) / WEIGHTS_FILE}: weights do not fit {config['architecture']} "
+            f"({str(e).splitlines()[0]})"
+        ) from None
+    model.cnnlab_config = config  # type: ignore[assignment]
+    return model.eval()
+
+
+def preprocess(images: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> the normalised float input the saved model was trained on."""
+    return to_input(images, Normalize(config.get("mean") or [0.0], config.get("std") or [1.0]))

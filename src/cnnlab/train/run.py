@@ -1,0 +1,77 @@
+"""One training run end to end: data -> model -> fit -> test -> run folder."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab import data as datasets
+from cnnlab.config import TrainConfig
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.io import atomic_write_text, write_json
+from cnnlab.models import create_model, model_info
+from cnnlab.saved import save
+from cnnlab.train.trainer import Trainer
+
+
+def build_model(config: TrainConfig, data: ImageDataset) -> nn.Module:
+    """The config's model, sized for the data (channels, classes, and image size if fixed)."""
+    c, h, w = data.input_shape
+    args: dict[str, Any] = {"in_channels": c, "num_classes": data.num_classes}
+    if model_info(config.model).fixed_input:
+        args["input_size"] = h if h == w else [h, w]
+    args.update(config.model_args)
+    return create_model(config.model, **args)
+
+
+def run_training(
+    config: TrainConfig, *, resume: bool = False, data: ImageDataset | None = None
+) -> dict[str, Any]:
+    """Train, evaluate on the test split and write the run folder; returns the metrics.
+
+    Run folder (``config.run_dir``): config.yaml (resolved), checkpoint.safetensors,
+    history.csv, config.json + model.safetensors (the saved model), metrics.json.
+    """
+    # 1. Data and model, both seeded so a rerun builds the same initial weights.
+    if data is None:
+        data = datasets.load(config.dataset, **config.dataset_args)
+    torch.manual_seed(config.seed)
+    model = build_model(config, data)
+    run_dir = config.run_dir
+    if not config.fast_dev_run:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+    # 2. Train.
+    trainer = Trainer(model, config)
+    started = time.perf_counter()
+    history = trainer.fit(data, resume=resume)
+    train_seconds = sum(row["seconds"] for row in history)
+    # 3. Test and record.
+    test = trainer.evaluate(data.x_test, data.y_test)
+    metrics = {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_images": test["n"],
+        "epochs": len(history),
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "model": config.model,
+        "dataset": data.name,
+        "run_dir": str(run_dir),
+    }
+    if not config.fast_dev_run:
+        save(
+            trainer.model,
+            run_dir,
+            classes=data.classes,
+            input_shape=data.input_shape,
+            mean=trainer.normalize.mean.flatten().tolist(),
+            std=trainer.normalize.std.flatten().tolist(),
+            extra={"dataset": config.dataset, "dataset_args": config.dataset_args},
+        )
+        write_json(run_dir / "metrics.json", metrics)
+    return metrics
+

@@ -1,0 +1,314 @@
+"""The training loop: fit, evaluate, predict — explicit, in numbered steps."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cnnlab.config import TrainConfig
+from cnnlab.data.augment import build_augment
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.data.loader import BatchLoader, Normalize
+from cnnlab.errors import CheckpointError, ShapeMismatchError, TrainingDivergedError
+from cnnlab.io import atomic_write_text
+from cnnlab.train.callbacks import Callback, EarlyStopping
+from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.train.optim import Schedule, build_optimizer
+
+CHECKPOINT = "checkpoint.safetensors"
+HISTORY_FIELDS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+    "lr", "seconds", "images_per_second",
+)  # fmt: skip
+
+
+class Trainer:
+    """Train a classifier on an in-memory ImageDataset.
+
+    Args:
+        model: any ``nn.Module`` mapping (B, C, H, W) images to (B, num_classes) logits.
+        config: hyperparameters; see :class:`cnnlab.config.TrainConfig`.
+        callbacks: extra :class:`Callback` objects, called in order.
+        run_dir: where checkpoints and history go; defaults to ``config.run_dir``.
+        log: where one-line messages go (epoch summaries, warnings).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        callbacks: Sequence[Callback] = (),
+        run_dir: str | Path | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.model, self.config, self.log = model, config, log
+        self.callbacks = list(callbacks)
+        if config.early_stopping:
+            self.callbacks.append(EarlyStopping(config.early_stopping))
+        self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir
+        self.save = not config.fast_dev_run
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0  # epochs completed
+        self.batch = 0  # batch index within the current epoch
+        self.stop_training = False
+        self.monitored_loss = float("inf")
+        self.normalize = Normalize([0.0], [1.0])
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    # -- fit -------------------------------------------------------------------------------
+
+    def fit(self, data: ImageDataset, *, resume: bool = False) -> list[dict[str, float]]:
+        """Train for ``config.epochs`` epochs; returns the history (one dict per epoch).
+
+        With ``resume=True`` training continues from ``run_dir/checkpoint.safetensors``
+        and ends with the same weights an uninterrupted run would have (same seed, CPU).
+        """
+        cfg = self.config
+        # 1. Seed every source of randomness and fix the thread count.
+        torch.manual_seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        # 2. Split, measure normalisation on the training part, check the model fits.
+        x_train, y_train, x_val, y_val = self._split(data)
+        mean, std = data.channel_stats()
+        self.normalize = Normalize(mean, std)
+        self._check_fits(data)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # 3. Loaders, optimizer and schedule.
+        train_loader = BatchLoader(
+            x_train, y_train, cfg.batch_size, self.normalize, shuffle=True,
+            augment=build_augment(cfg.augment), generator=self.generator, drop_last=True,
+            limit_batches=1 if cfg.fast_dev_run else cfg.limit_batches,
+            channels_last=cfg.channels_last,
+        )  # fmt: skip
+        epochs = 1 if cfg.fast_dev_run else cfg.epochs
+        self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        self.schedule = Schedule(self.optimizer, cfg, len(train_loader))
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        # 4. Pick up where a previous run stopped.
+        if resume:
+            self._restore()
+        self._emit("before_fit")
+        # 5. The loop: train an epoch, validate, record, checkpoint.
+        while self.epoch < epochs and not self.stop_training:
+            self._emit("before_epoch")
+            started = time.perf_counter()
+            train_loss, train_acc, seen = self._train_epoch(train_loader)
+            seconds = time.perf_counter() - started
+            row = {
+                "epoch": self.epoch + 1,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": seconds,
+                "images_per_second": seen / seconds,
+            }
+            if x_val is not None and y_val is not None:
+                val = self.evaluate(x_val, y_val)
+                row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
+            self.monitored_loss = row.get("val_loss", train_loss)
+            self.schedule.after_epoch(self.monitored_loss)
+            self.history.append(row)
+            self.epoch += 1
+            self.log(_epoch_line(row, epochs))
+            self._emit("after_epoch")
+            if self.save:
+                self._checkpoint()
+        self._emit("after_fit")
+        return self.history
+
+    def _train_epoch(self, loader: BatchLoader) -> tuple[float, float, int]:
+        cfg = self.config
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.int64)
+        seen = 0
+        started = time.perf_counter()
+        bar = tqdm(
+            total=len(loader), desc=f"epoch {self.epoch + 1}", unit="batch", leave=False,
+            disable=None if cfg.progress else True, dynamic_ncols=True,
+        )  # fmt: skip
+        with bar:
+            for self.batch, (x, y) in enumerate(loader):
+                self._emit("before_batch")
+                with self._autocast():
+                    logits = self.model(x)
+                    loss = self.criterion(logits, y)
+                if not torch.isfinite(loss):
+                    self._diverged(float(loss.detach()))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.schedule.after_batch()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                self._emit("after_batch")
+                if self.batch % 20 == 0 or self.batch == len(loader) - 1:
+                    rate = seen / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(
+                        loss=f"{loss_sum.item() / seen:.4f}",
+                        acc=f"{correct.item() / seen:.4f}",
+                        img_s=f"{rate:.0f}",
+                        refresh=False,
+                    )
+                bar.update(1)
+        return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), seen
+
+    def _diverged(self, value: float) -> None:
+        where = f"epoch {self.epoch + 1}, batch {self.batch + 1}"
+        kept = (
+            f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch})"
+            if self.save and self.checkpoint_path.exists()
+            else "no checkpoint was written yet"
+        )
+        raise TrainingDivergedError(
+            f"loss became {value} at {where}; training stopped and {kept}. "
+            f"Try a lower lr (was {self.config.lr}), grad_clip, or a warm-up."
+        )
+
+    # -- evaluate / predict -------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, num_classes) for uint8 images (N, C, H, W)."""
+        return torch.cat([logits.float().softmax(1) for logits, _ in self._logits(images)])
+
+    @torch.inference_mode()
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Mean loss (without label smoothing) and accuracy on uint8 images and labels."""
+        loss_sum, correct, seen = 0.0, 0, 0
+        for logits, y in self._logits(images, labels):
+            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "n": seen}
+
+    def _logits(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        cfg = self.config
+        labels = labels if labels is not None else torch.zeros(len(images), dtype=torch.int64)
+        limit = 1 if cfg.fast_dev_run else cfg.limit_eval_batches
+        loader = BatchLoader(
+            images, labels, cfg.eval_batch_size, self.normalize,
+            limit_batches=limit, channels_last=cfg.channels_last,
+        )  # fmt: skip
+        self.model.eval()
+        for x, y in loader:
+            with self._autocast():
+                yield self.model(x), y
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _emit(self, event: str) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self)
+
+    def _split(
+        self, data: ImageDataset
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        n_val = int(len(data.x_train) * self.config.val_split)
+        if n_val == 0:
+            return data.x_train, data.y_train, None, None
+        # A fixed permutation (seeded separately from training) so resume sees the same split.
+        order = torch.randperm(
+            len(data.x_train), generator=torch.Generator().manual_seed(self.config.seed + 1)
+        )
+        val, train = order[:n_val], order[n_val:]
+        return data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val]
+
+    def _check_fits(self, data: ImageDataset) -> None:
+        shape = (2, *data.input_shape)
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(torch.zeros(shape))
+        except ShapeMismatchError as e:
+            raise ShapeMismatchError(f"dataset {data.name!r} gives images {shape}: {e}") from None
+        except RuntimeError as e:
+            raise ShapeMismatchError(
+                f"the model cannot take dataset {data.name!r}'s images of shape {shape} "
+                f"(C, H, W = {data.input_shape}): {str(e).splitlines()[0]}"
+            ) from None
+        if out.shape != (2, data.num_classes):
+            raise ShapeMismatchError(
+                f"the model outputs {tuple(out.shape[1:])} per image but dataset {data.name!r} "
+                f"has {data.num_classes} classes; build it with num_classes={data.num_classes}"
+            )
+
+    def _checkpoint(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state()},
+            "epoch": self.epoch,
+            "history": self.history,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "config": self.config.to_dict(),
+        }
+        save_checkpoint(self.checkpoint_path, state)
+        atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
+
+    def _restore(self) -> None:
+        path = self.checkpoint_path
+        if not path.exists():
+            raise CheckpointError(f"{path}: no checkpoint to resume from")
+        state = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            self.generator.set_state(state["rng"]["loader"])
+            for callback, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
+                callback.load_state_dict(cb_state)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(
+                f"{path}: does not match this model/config ({str(e).splitlines()[0]})"
+            ) from None
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.log(f"resumed from {path} after epoch {self.epoch}")
+
+
+def history_csv(history: list[dict[str, float]]) -> str:
+    """The history as CSV text, one row per epoch, columns in HISTORY_FIELDS order."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    return out.getvalue()
+
+
+def _epoch_line(row: dict[str, float], epochs: int) -> str:
+    line = (
+        f"epoch {int(row['epoch'])}/{epochs}  loss {row['train_loss']:.4f}  "
+        f"acc {row['train_accuracy']:.4f}"
+    )
+    if "val_loss" in row:
+        line += f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
+    return line + f"  lr {row['lr']:.3g}  {row['seconds']:.1f}s  {row['images_per_second']:.0f} img/s"

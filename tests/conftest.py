@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny learnable image dataset and a quick training config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnlab.config import TrainConfig
+from cnnlab.data.dataset import ImageDataset
+
+
+def make_bars(n: int, seed: int, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of one bright bar: vertical (class 0), horizontal (1) or diagonal (2)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randint(0, 40, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    pos = torch.randint(2, size - 2, (n,), generator=g)
+    idx = torch.arange(size)
+    for i in range(n):  # test data only; the library never loops per sample
+        p = int(pos[i])
+        if labels[i] == 0:
+            x[i, 0, :, p] = 255
+        elif labels[i] == 1:
+            x[i, 0, p, :] = 255
+        else:
+            x[i, 0, idx, idx] = 255
+    return x, labels
+
+
+@pytest.fixture(scope="session")
+def bars() -> ImageDataset:
+    x_train, y_train = make_bars(384, seed=0)
+    x_test, y_test = make_bars(96, seed=1)
+    return ImageDataset("bars", x_train, y_train, x_test, y_test, ["vertical", "horizontal", "diag"])
+
+
+@pytest.fixture
+def quick_config(tmp_path: object) -> TrainConfig:
+    return TrainConfig(
+        name="t",
+        runs_dir=str(tmp_path),
+        model="resnet_mini",
+        model_args={"widths": [8, 16], "blocks": [1, 1]},
+        epochs=3,
+        batch_size=32,
+        lr=0.05,
+        augment="none",
+        progress=False,
+        threads=1,
+    )

@@ -1,0 +1,90 @@
+"""Every registered model: the contract, a training step, and its published numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab import create_model, list_models
+from cnnlab.errors import ConfigError, ShapeMismatchError, UnknownNameError
+from cnnlab.inspect.summary import summary
+from cnnlab.models import Classifier, model_info, register_model
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_contract_and_a_few_steps_lower_the_loss(name: str) -> None:
+    info = model_info(name)
+    c, h, w = info.input_shape
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=c, num_classes=7)  # odd class count on purpose
+    assert isinstance(model, Classifier) and model.num_classes == 7
+    x, y = torch.randn(6, c, h, w), torch.arange(6) % 7
+    model.eval()  # dropout off, so both paths compute the same thing
+    features = model.forward_features(x)
+    assert features.dim() == 4
+    assert torch.equal(model.forward_head(features), model(x))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    losses = []
+    for _ in range(8):
+        torch.manual_seed(1)  # same dropout masks each step: only the weights change
+        loss = nn.functional.cross_entropy(model(x), y)
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        if not losses:
+            missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+            assert not missing, f"no gradient for {missing}"
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    model.reset_classifier(3)
+    assert model(x).shape == (6, 3)
+
+
+def test_published_parameter_counts() -> None:
+    # Keras' cifar10_cnn example prints "Total params: 1,250,858" for 32x32x3 input.
+    assert n_params(create_model("keras_cifar", in_channels=3, num_classes=10)) == 1_250_858
+    # LeNet-5 with full C3 connections and a linear output: 156 + 2,416 + 48,120 + 10,164 + 850.
+    assert n_params(create_model("lenet5")) == 61_706
+
+
+def test_lenet5_matches_table_14_1() -> None:
+    # Seed 001, Table 14-1: maps and sizes of C1, S2, C3, S4, C5, F6 and the output.
+    rows = summary(create_model("lenet5"), (1, 32, 32))
+    shapes = [r.output_shape for r in rows if r.kind in {"Conv2d", "AvgPool2d", "Linear"}]
+    assert shapes == [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120, 1, 1), (84,), (10,)]
+    assert model_info("lenet5").input_shape == (1, 32, 32)
+    # On 28x28 input C1 pads by 2, so every later size is unchanged.
+    rows28 = summary(create_model("lenet5", input_size=28), (1, 28, 28))
+    assert [r.output_shape for r in rows28] == [r.output_shape for r in rows]
+
+
+def test_wrong_input_names_both_shapes() -> None:
+    model = create_model("keras_cifar", in_channels=3)
+    with pytest.raises(ShapeMismatchError, match=r"\(B, 3, 32, 32\).*\(1, 3, 28, 28\)"):
+        model(torch.zeros(1, 3, 28, 28))
+    with pytest.raises(ShapeMismatchError, match=r"\(B, 1, H, W\).*\(1, 3, 28, 28\)"):
+        create_model("resnet_mini")(torch.zeros(1, 3, 28, 28))
+
+
+def test_registry_refuses_duplicates_and_unknown_names() -> None:
+    with pytest.raises(ConfigError, match="already registered"):
+        register_model("lenet5", input_shape=(1, 32, 32), paper="x", year=1)(lambda: nn.Identity())
+    with pytest.raises(UnknownNameError, match="expected one of: .*lenet5"):
+        create_model("lenet6")
+    with pytest.raises(ConfigError, match="num_classes=0"):
+        create_model("resnet_mini", num_classes=0)
+
+
+def test_create_model_records_how_to_rebuild() -> None:
+    model = create_model("resnet_mini", widths=(8, 16), blocks=(1, 2))
+    assert model.cnnlab_config == {
+        "architecture": "resnet_mini",
+        "model_args": {"widths": [8, 16], "blocks": [1, 2]},
+    }

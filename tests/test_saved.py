@@ -1,0 +1,55 @@
+"""Saved models: config.json + model.safetensors, rebuilt without unpickling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnlab
+from cnnlab.errors import CheckpointError, ConfigError
+from cnnlab.predict import probabilities
+
+
+def test_predictions_survive_a_reload(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = cnnlab.create_model("resnet_mini", widths=[8, 16], blocks=[1, 1], num_classes=3)
+    model.train()
+    model(torch.randn(8, 1, 12, 12))  # move BatchNorm statistics away from their init
+    folder = cnnlab.save(
+        model, tmp_path / "m", classes=["a", "b", "c"], input_shape=(1, 12, 12),
+        mean=[0.3], std=[0.2],
+    )  # fmt: skip
+    model.cnnlab_config = {**model.cnnlab_config, "mean": [0.3], "std": [0.2]}
+    images = torch.randint(0, 256, (5, 1, 12, 12), dtype=torch.uint8)
+    before = probabilities(model, images)
+    loaded = cnnlab.load(folder)
+    assert not loaded.training
+    assert torch.equal(probabilities(loaded, images), before)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "resnet_mini" and config["classes"] == ["a", "b", "c"]
+    assert config["cnnlab_version"] == cnnlab.__version__
+
+
+def test_model_without_registry_record_cannot_be_saved(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="create_model"):
+        cnnlab.save(torch.nn.Linear(2, 2), tmp_path / "m")
+
+
+def test_damaged_saved_models_are_typed_errors(tmp_path: Path) -> None:
+    folder = cnnlab.save(cnnlab.create_model("lenet5"), tmp_path / "m")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        cnnlab.load(folder)
+    with pytest.raises(CheckpointError, match="not found"):
+        cnnlab.load(tmp_path / "nothing")
+    # Weights that do not fit the architecture the config names.
+    cnnlab.save(cnnlab.create_model("lenet5"), tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"] = "resnet_mini"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="do not fit resnet_mini"):
+        cnnlab.load(folder)

@@ -1,0 +1,180 @@
+"""Trainer: learns, checkpoints every epoch, resumes bit-exactly, stops on NaN."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from cnnlab import create_model
+from cnnlab.config import TrainConfig
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.errors import CheckpointError, ShapeMismatchError, TrainingDivergedError
+from cnnlab.train import Callback, EarlyStopping, Trainer, load_checkpoint
+from cnnlab.train.run import build_model
+
+
+def fit(config: TrainConfig, data: ImageDataset, **kwargs: object) -> Trainer:
+    torch.manual_seed(config.seed)
+    trainer = Trainer(build_model(config, data), config, **kwargs)  # type: ignore[arg-type]
+    trainer.fit(data)
+    return trainer
+
+
+def test_fit_learns_and_records(bars: ImageDataset, quick_config: TrainConfig) -> None:
+    trainer = fit(quick_config, bars)
+    result = trainer.evaluate(bars.x_test, bars.y_test)
+    assert result["accuracy"] > 0.9
+    assert trainer.history[-1]["train_loss"] < trainer.history[0]["train_loss"]
+    rows = list(csv.DictReader((quick_config.run_dir / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["images_per_second"]) > 0
+    state = load_checkpoint(quick_config.run_dir / "checkpoint.safetensors")
+    assert state["epoch"] == 3
+
+
+class InterruptAt(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        if trainer.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_matches_uninterrupted(bars: ImageDataset, tmp_path: object) -> None:
+    # Dropout, augmentation, momentum and one-cycle all carry state across epochs.
+    base = dict(
+        model="resnet_mini",
+        model_args={"widths": [8, 16], "blocks": [1, 1], "dropout": 0.3},
+        epochs=3, batch_size=32, augment="flip,crop,erase", progress=False, threads=1,
+    )  # fmt: skip
+    whole = fit(TrainConfig(name="whole", runs_dir=str(tmp_path), **base), bars)  # type: ignore[arg-type]
+
+    config = TrainConfig(name="broken", runs_dir=str(tmp_path), **base)  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, bars, callbacks=[InterruptAt(2)])
+    assert load_checkpoint(config.run_dir / "checkpoint.safetensors")["epoch"] == 2
+    torch.manual_seed(123)  # a fresh process would start from other weights and RNG state
+    resumed = Trainer(build_model(config, bars), config)
+    resumed.fit(bars, resume=True)
+
+    assert len(resumed.history) == 3
+    for (name, a), b in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+class PoisonAt(Callback):
+    def before_epoch(self, trainer: Trainer) -> None:
+        if trainer.epoch == 1:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    bars: ImageDataset, quick_config: TrainConfig
+) -> None:
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 2.*checkpoint"):
+        fit(quick_config, bars, callbacks=[PoisonAt()])
+    state = load_checkpoint(quick_config.run_dir / "checkpoint.safetensors")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_resume_without_checkpoint_is_a_clear_error(
+    bars: ImageDataset, quick_config: TrainConfig
+) -> None:
+    trainer = Trainer(build_model(quick_config, bars), quick_config)
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        trainer.fit(bars, resume=True)
+
+
+def test_limit_batches_and_fast_dev_run(bars: ImageDataset, quick_config: TrainConfig) -> None:
+    seen: list[int] = []
+
+    class Count(Callback):
+        def after_batch(self, trainer: Trainer) -> None:
+            seen.append(trainer.epoch)
+
+    quick_config.limit_batches = 2
+    fit(quick_config, bars, callbacks=[Count()])
+    assert seen == [0, 0, 1, 1, 2, 2]
+
+    seen.clear()
+    quick_config.fast_dev_run, quick_config.name = True, "dev"
+    fit(quick_config, bars, callbacks=[Count()])
+    assert seen == [0]
+    assert not quick_config.run_dir.exists()
+
+
+def test_callback_events_in_order(bars: ImageDataset, quick_config: TrainConfig) -> None:
+    events: list[str] = []
+    names = ("before_fit", "before_epoch", "after_epoch", "after_fit")
+    recorder = type("R", (Callback,), {n: lambda self, t, n=n: events.append(n) for n in names})
+    quick_config.epochs, quick_config.limit_batches = 2, 1
+    fit(quick_config, bars, callbacks=[recorder()])
+    assert events == ["before_fit"] + ["before_epoch", "after_epoch"] * 2 + ["after_fit"]
+
+
+def test_early_stopping_counts_epochs_without_improvement() -> None:
+    stopper = EarlyStopping(patience=2, min_delta=0.01)
+    trainer = SimpleNamespace(monitored_loss=0.0, stop_training=False, log=lambda msg: None)
+    stopped_at = []
+    for epoch, loss in enumerate([1.0, 0.8, 0.795, 0.79, 0.5], start=1):
+        trainer.monitored_loss = loss
+        stopper.after_epoch(trainer)  # type: ignore[arg-type]
+        if trainer.stop_training:
+            stopped_at.append(epoch)
+            break
+    assert stopped_at == [4]  # 0.795 and 0.79 are within min_delta of the best 0.8
+
+
+def test_early_stopping_is_wired_from_config(bars: ImageDataset, quick_config: TrainConfig) -> None:
+    quick_config.early_stopping = 1
+    trainer = Trainer(build_model(quick_config, bars), quick_config)
+    assert any(isinstance(cb, EarlyStopping) for cb in trainer.callbacks)
+
+
+def test_grad_clip_bounds_the_update(bars: ImageDataset, quick_config: TrainConfig) -> None:
+    quick_config = dataclasses.replace(
+        quick_config,
+        optimizer="sgd", momentum=0.0, weight_decay=0.0, schedule="constant",
+        lr=1.0, grad_clip=1e-3, epochs=1, limit_batches=1, label_smoothing=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(quick_config, bars)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    Trainer(model, quick_config).fit(bars)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert 0 < (after - before).norm() <= 1e-3 * 1.0001
+
+
+@pytest.mark.parametrize("channels_last,bf16", [(True, False), (False, True), (True, True)])
+def test_speed_options_still_learn(
+    bars: ImageDataset, quick_config: TrainConfig, channels_last: bool, bf16: bool
+) -> None:
+    quick_config.channels_last, quick_config.bf16 = channels_last, bf16
+    trainer = fit(quick_config, bars)
+    assert trainer.evaluate(bars.x_test, bars.y_test)["accuracy"] > 0.85
+
+
+def test_validation_split_is_used(bars: ImageDataset, quick_config: TrainConfig) -> None:
+    quick_config.val_split, quick_config.epochs = 0.25, 1
+    trainer = fit(quick_config, bars)
+    row = trainer.history[0]
+    assert 0 <= row["val_accuracy"] <= 1 and row["val_loss"] > 0
+
+
+def test_model_that_does_not_fit_the_data(bars: ImageDataset, quick_config: TrainConfig) -> None:
+    model = create_model("keras_cifar", in_channels=1, num_classes=3, input_size=32)
+    with pytest.raises(ShapeMismatchError, match=r"\(2, 1, 12, 12\).*\(B, 1, 32, 32\)"):
+        Trainer(model, quick_config).fit(bars)
+    model = create_model("resnet_mini", num_classes=10)
+    with pytest.raises(ShapeMismatchError, match="outputs \\(10,\\).*3 classes"):
+        Trainer(model, quick_config).fit(bars)
