@@ -152,9 +152,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pillow-images", type=int, default=20_000)
     parser.add_argument("--cnnlab-images", type=int, default=60_000)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for cnnlab")
     args = parser.parse_args()
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     images, source = load_images()
     x8 = torch.from_numpy(images.copy())[:, None]  # (N, 1, 28, 28) uint8, in memory
     augment = Augment(
@@ -185,7 +186,7 @@ def main() -> None:
     ratios = [c / p for c, p in zip(cnnlab, pillow, strict=True)]
     ratio = statistics.median(cnnlab) / statistics.median(pillow)
     print(f"pillow DataLoader(2 workers): {summary(pillow)}")
-    print(f"cnnlab batched (2 threads):   {summary(cnnlab)}")
+    print(f"cnnlab batched ({args.threads} threads):   {summary(cnnlab)}")
     print(f"ratio cnnlab/pillow: {ratio:.1f}x  (per round {min(ratios):.1f}x .. {max(ratios):.1f}x)")
     result = {
         "benchmark": "augment",
@@ -196,6 +197,7 @@ def main() -> None:
         "ratio_min": round(min(ratios), 2),
         "ratio_max": round(max(ratios), 2),
         "repeats": args.repeats,
+        "threads": args.threads,
     }
     print(json.dumps(result))
 

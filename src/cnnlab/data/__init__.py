@@ -1,9 +1,7 @@
 """Datasets: find (cache, system folders, download), verify, and load whole splits as uint8 tensors.
 
-    >>> from cnnlab import data
-    >>> ds = data.load("fashion-mnist")   # cache -> /usr/share/datasets -> download
-    >>> ds.x_train.shape, ds.x_train.dtype
-    (torch.Size([60000, 1, 28, 28]), torch.uint8)
+Usage: ``data.load("fashion-mnist").x_train`` is a uint8 tensor shaped (60000, 1, 28, 28),
+found in ``$CNNLAB_DATA``, then ``/usr/share/datasets``, then downloaded and verified.
 """
 
 from __future__ import annotations
@@ -20,7 +18,14 @@ from cnnlab.data import download as _download
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.download import Resolver, default_cache_dir
 from cnnlab.data.folder import FolderOptions, load_folder
-from cnnlab.data.readers import DataFormatError, Splits, read_cifar_archive, read_digits, read_idx, read_npz
+from cnnlab.data.readers import (
+    DataFormatError,
+    Splits,
+    read_cifar_archive,
+    read_digits,
+    read_idx,
+    read_npz,
+)
 from cnnlab.data.sources import CIFAR100_COARSE, LOCAL_KINDS, SOURCES, DatasetSource
 from cnnlab.errors import ConfigError, UnknownNameError
 
@@ -44,7 +49,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "cifar10": {},
     "cifar100": {"label": "fine"},  # "fine" (100 classes) or "coarse" (20 superclasses)
     "digits": {"seed": 0},
-    "folder": {"path": None, "image_size": (32, 32), "channels": 3, "test_fraction": 0.2, "seed": 0},
+    "folder": {
+        "path": None,
+        "image_size": (32, 32),
+        "channels": 3,
+        "test_fraction": 0.2,
+        "seed": 0,
+    },
     "npz": {"path": None, "layout": "auto"},
 }
 DIGITS_URL = "https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html"
@@ -164,7 +175,9 @@ def load(
     unknown = sorted(set(options) - set(OPTIONS[name]))
     if unknown:
         accepted = ", ".join(OPTIONS[name]) or "none"
-        raise ConfigError(f"load({name!r}): unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
+        raise ConfigError(
+            f"load({name!r}): unknown option(s) {', '.join(unknown)}; accepted: {accepted}"
+        )
     opts = OPTIONS[name] | options
     resolver = Resolver.create(cache_dir, system_dirs, mirror, download)
     splits, where, extra = _LOADERS.get(name, _load_remote)(name, resolver, opts)
@@ -185,38 +198,61 @@ Loaded = tuple[Splits, str, dict[str, str]]  # splits, where they came from, not
 
 def _load_remote(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     source = SOURCES[name]
+    if opts.get("label", "fine") not in ("fine", "coarse"):  # checked before any download
+        raise ConfigError(f"load({name!r}): label={opts['label']!r}; expected 'fine' or 'coarse'")
     paths = _download.resolve(source, resolver)
     where = ", ".join(sorted({str(p.parent) for p in paths.values()}))
     if name in ("fashion-mnist", "mnist"):
-        x_train, y_train, x_test, y_test = (read_idx(paths[f.name]) for f in source.files)
-        splits = Splits(x_train[:, None], y_train, x_test[:, None], y_test, list(source.classes))
-        return splits, where, {"split": "official"}
-    archive = paths[source.files[0].name]
-    if name == "cifar10":
-        batches = [f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)]
-        test, names_file = ["cifar-10-batches-bin/test_batch.bin"], "cifar-10-batches-bin/batches.meta.txt"
-        splits = read_cifar_archive(archive, batches, test, 1, 0, names_file)
-        return splits._replace(classes=splits.classes or list(source.classes)), where, {"split": "official"}
-    if opts["label"] not in ("fine", "coarse"):
-        raise ConfigError(f"load('cifar100'): label={opts['label']!r}; expected 'fine' or 'coarse'")
-    fine = opts["label"] == "fine"
-    prefix = "cifar-100-binary/"
-    names_file = prefix + ("fine_label_names.txt" if fine else "coarse_label_names.txt")
-    splits = read_cifar_archive(archive, [prefix + "train.bin"], [prefix + "test.bin"], 2, int(fine), names_file)
-    default = list(source.classes) if fine else list(CIFAR100_COARSE)
-    return splits._replace(classes=splits.classes or default), where, {"split": "official", "label": opts["label"]}
+        splits = _read_mnist_format(source, paths)
+    else:
+        splits = _read_cifar(source, paths[source.files[0].name], opts.get("label", "fine"))
+    notes = {"split": "official"} | ({"label": opts["label"]} if "label" in opts else {})
+    return splits, where, notes
+
+
+def _read_mnist_format(source: DatasetSource, paths: dict[str, Path]) -> Splits:
+    x_train, y_train, x_test, y_test = (read_idx(paths[f.name]) for f in source.files)
+    # (N, 28, 28) -> (N, 1, 28, 28)
+    return Splits(x_train[:, None], y_train, x_test[:, None], y_test, list(source.classes))
+
+
+def _read_cifar(source: DatasetSource, archive: Path, label: str) -> Splits:
+    if source.name == "cifar10":
+        folder = "cifar-10-batches-bin/"
+        train = [f"{folder}data_batch_{i}.bin" for i in range(1, 6)]
+        splits = read_cifar_archive(
+            archive, train, [folder + "test_batch.bin"], 1, 0, folder + "batches.meta.txt"
+        )
+        return splits._replace(classes=splits.classes or list(source.classes))
+    # CIFAR-100 records: coarse label byte, fine label byte, 3072 pixel bytes.
+    folder = "cifar-100-binary/"
+    index, names, default = (
+        (1, "fine_label_names.txt", source.classes)
+        if label == "fine"
+        else (0, "coarse_label_names.txt", CIFAR100_COARSE)
+    )
+    splits = read_cifar_archive(
+        archive, [folder + "train.bin"], [folder + "test.bin"], 2, index, folder + names
+    )
+    return splits._replace(classes=splits.classes or list(default))
 
 
 def _load_digits(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     splits = read_digits(seed=int(opts["seed"]))
-    return splits, "sklearn.datasets.load_digits", {"split": f"stratified, 360 test, seed {opts['seed']}"}
+    return (
+        splits,
+        "sklearn.datasets.load_digits",
+        {"split": f"stratified, 360 test, seed {opts['seed']}"},
+    )
 
 
 def _load_folder(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     path = _require_path(name, opts)
     size = opts["image_size"]
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    options = FolderOptions((h, w), int(opts["channels"]), float(opts["test_fraction"]), int(opts["seed"]))
+    options = FolderOptions(
+        (h, w), int(opts["channels"]), float(opts["test_fraction"]), int(opts["seed"])
+    )
     splits, how = load_folder(path, resolver.cache_dir, options)
     return splits, str(Path(path).expanduser().resolve()), {"split": how}
 
@@ -235,7 +271,8 @@ _LOADERS: dict[str, Callable[[str, Resolver, dict[str, Any]], Loaded]] = {
 
 def _require_path(name: str, opts: dict[str, Any]) -> Path:
     if opts.get("path") is None:
-        raise ConfigError(f"load({name!r}): expected option path=<{'folder' if name == 'folder' else 'file'}>, received none")
+        kind = "folder" if name == "folder" else "file"
+        raise ConfigError(f"load({name!r}): expected option path=<{kind}>, received none")
     return Path(opts["path"]).expanduser()
 
 
@@ -247,5 +284,7 @@ def _check_name(name: str) -> None:
 def _source(name: str) -> DatasetSource:
     _check_name(name)
     if name not in SOURCES:
-        raise ConfigError(f"{name!r} has no files to fetch; expected one of: {', '.join(sorted(SOURCES))}")
+        raise ConfigError(
+            f"{name!r} has no files to fetch; expected one of: {', '.join(sorted(SOURCES))}"
+        )
     return SOURCES[name]

@@ -18,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     fetch = sub.add_parser("fetch", help="find or download a dataset; print where it is")
     for command in (check, fetch):
         command.add_argument("name", help="dataset name (see `list`)")
-        command.add_argument("--cache-dir", help="cache root (default: $CNNLAB_DATA or ~/.cache/cnnlab)")
+        command.add_argument(
+            "--cache-dir", help="cache root (default: $CNNLAB_DATA or ~/.cache/cnnlab)"
+        )
         command.add_argument(
             "--system-dir",
             action="append",
@@ -27,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
             "/usr/local/share/datasets)",
         )
         command.add_argument("--no-system-dirs", action="store_true", help="search the cache only")
-    fetch.add_argument("--mirror", help="base URL to download from (default: $CNNLAB_MIRROR or official)")
+    fetch.add_argument(
+        "--mirror", help="base URL to download from (default: $CNNLAB_MIRROR or official)"
+    )
     return parser
 
 
@@ -60,7 +64,9 @@ def _fetch(args: argparse.Namespace, system_dirs: Sequence[str] | None) -> int:
         print("digits: bundled with scikit-learn, nothing to fetch")
         return 0
     try:
-        found = data.fetch(args.name, cache_dir=args.cache_dir, system_dirs=system_dirs, mirror=args.mirror)
+        found = data.fetch(
+            args.name, cache_dir=args.cache_dir, system_dirs=system_dirs, mirror=args.mirror
+        )
     except CnnlabError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

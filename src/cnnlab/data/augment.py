@@ -68,22 +68,33 @@ def _same_format(out: Tensor, x: Tensor) -> Tensor:
     return out.contiguous(memory_format=fmt)
 
 
+def _select(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """`torch.where(mask == 1, a, b)` for a float mask of 0s and 1s, broadcasting.
+
+    `torch.lerp` is exact at weights 0 and 1 (it computes ``a - (a - b) * (1 - w)`` for
+    w >= 0.5) and runs about twice as fast as `torch.where` on small CPU images.
+    """
+    return torch.lerp(b, a, mask)
+
+
 def _check_probability(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ConfigError(f"Expected {name} in [0, 1], received {name}={value!r}")
 
 
-def _pair(name: str, value: Any, low: float, high: float) -> tuple[float, float]:
-    """A (min, max) pair from a tuple or a YAML list, with low <= min <= max <= high."""
+def _pair(
+    name: str, value: Any, low: float, high: float, ordered: bool = True
+) -> tuple[float, float]:
+    """A pair from a tuple or a YAML list, both in [low, high]; `ordered`: a (min, max) range."""
     ok = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
     if ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         first, second = float(value[0]), float(value[1])
-        if low <= first <= second <= high:
+        if low <= first <= high and low <= second <= high and (first <= second or not ordered):
             return first, second
-    raise ConfigError(
-        f"Expected {name} as a pair (min, max) with {low} <= min <= max <= {high}, "
-        f"received {name}={value!r}"
+    expected = (
+        f"(min, max) with {low} <= min <= max <= {high}" if ordered else f"in [{low}, {high}]"
     )
+    raise ConfigError(f"Expected {name} as a pair {expected}, received {name}={value!r}")
 
 
 def _nonnegative(name: str, value: Any, high: float = math.inf) -> float:
@@ -121,11 +132,12 @@ class RandomFlip:
 
     def apply(self, x: Tensor, flips: Tensor) -> Tensor:
         """Flips the samples selected by `flips` (from `sample`)."""
+        weights = flips.to(x.dtype)[:, :, None, None, None]  # (B, 2, 1, 1, 1) of 0 / 1
         out = x
         if self.horizontal:
-            out = torch.where(flips[:, 0, None, None, None], out.flip(3), out)
+            out = _select(weights[:, 0], out.flip(3), out)
         if self.vertical:
-            out = torch.where(flips[:, 1, None, None, None], out.flip(2), out)
+            out = _select(weights[:, 1], out.flip(2), out)
         return _same_format(out, x)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
@@ -166,31 +178,30 @@ def affine_matrices(
     tx, ty = translate.double().unbind(1)
     bx, by = -(a00 * tx + a01 * ty), -(a10 * tx + a11 * ty)  # p_in = A^-1 @ (p_out - t)
     # pixels about the centre -> normalised: x_norm = x_pix / (W / 2), y_norm = y_pix / (H / 2)
-    row0 = torch.stack([a00, a01 * H / W, bx * 2 / W], dim=1)
-    row1 = torch.stack([a10 * W / H, a11, by * 2 / H], dim=1)
-    return torch.stack([row0, row1], dim=1)
+    entries = [a00, a01 * (H / W), bx * (2 / W), a10 * (W / H), a11, by * (2 / H)]
+    # stacking along dim 0 is a plain copy; along dim 1 it is ~20x slower for (B,) tensors
+    return torch.stack(entries).view(2, 3, -1).permute(2, 0, 1).contiguous()
 
 
-def affine_grid(theta: Tensor, batch: int, size: tuple[int, int], dtype: torch.dtype) -> Tensor:
+def affine_grid(theta: Tensor, size: tuple[int, int], dtype: torch.dtype) -> Tensor:
     """`F.affine_grid(theta, (B, C, H, W), align_corners=False)`, built by broadcasting.
 
-    The grid is separable (x_in = t00 * x + t02 + t01 * y), so two (B, H, W) adds replace
-    `affine_grid`'s (B, H*W, 3) @ (B, 3, 2) batched matmul, which is several times slower
-    for small images on CPU.
+    The grid is separable (x_in = t00 * x + t01 * y + t02, likewise y_in), so one broadcast
+    add of (B, 2, 1, W) and (B, 2, H, 1) replaces `affine_grid`'s (B, H*W, 3) @ (B, 3, 2)
+    batched matmul, which is several times slower for small images on CPU.
 
     Returns:
-        (B, H, W, 2) sampling grid for `F.grid_sample`.
+        (B, H, W, 2) sampling grid for `F.grid_sample` (a permuted view of a planar tensor;
+        `grid_sample` reads it through its strides).
     """
     H, W = size
     theta = theta.to(dtype)
     xs = (torch.arange(W, dtype=dtype, device=theta.device) * 2 + 1) / W - 1  # pixel centres
     ys = (torch.arange(H, dtype=dtype, device=theta.device) * 2 + 1) / H - 1
-    grid = torch.empty(batch, H, W, 2, dtype=dtype, device=theta.device)
-    for i in range(2):  # i = 0: x_in, i = 1: y_in
-        along_x = theta[:, i, 0, None] * xs + theta[:, i, 2, None]  # (B, W)
-        along_y = theta[:, i, 1, None] * ys  # (B, H)
-        torch.add(along_x[:, None, :], along_y[:, :, None], out=grid[..., i])
-    return grid
+    along_x = theta[:, :, 0, None] * xs + theta[:, :, 2, None]  # (B, 2, W)
+    along_y = theta[:, :, 1, None] * ys  # (B, 2, H)
+    grid = along_x[:, :, None, :] + along_y[:, :, :, None]  # (B, 2, H, W)
+    return grid.permute(0, 2, 3, 1)
 
 
 def apply_affine(x: Tensor, theta: Tensor, fill: float = 0.0, mode: str = "bilinear") -> Tensor:
@@ -205,7 +216,7 @@ def apply_affine(x: Tensor, theta: Tensor, fill: float = 0.0, mode: str = "bilin
     Returns:
         The resampled batch, in the memory format of `x`.
     """
-    grid = affine_grid(theta, x.shape[0], (x.shape[2], x.shape[3]), x.dtype)
+    grid = affine_grid(theta, (x.shape[2], x.shape[3]), x.dtype)
     # the interpolation weights sum to 1, so shifting by `fill` around a zero-padded sample
     # is exactly "pixels from outside equal fill"
     source = x - fill if fill else x
@@ -241,7 +252,7 @@ class RandomAffine:
     def __post_init__(self) -> None:
         self.degrees = _nonnegative("degrees", self.degrees, high=360)
         self.shear = _nonnegative("shear", self.shear, high=90)
-        self.translate = _pair("translate", self.translate, 0.0, 1.0)
+        self.translate = _pair("translate", self.translate, 0.0, 1.0, ordered=False)
         self.scale = _pair("scale", self.scale, 1e-3, math.inf)
         if self.mode not in _MODES:
             raise ConfigError(f"Expected mode in {_MODES}, received mode={self.mode!r}")
@@ -314,13 +325,10 @@ class RandomCrop:
 
     def apply(self, x: Tensor, offsets: Tensor) -> Tensor:
         """Cuts the window at `offsets` (from `sample`) out of each padded image."""
-        B, C, H, W = x.shape
-        padded = self.pad(x).flatten(2)  # (B, C, Hp * Wp)
-        Wp = W + 2 * self.padding
-        rows = offsets[:, 0, None] + torch.arange(H, device=x.device)  # (B, H)
-        cols = offsets[:, 1, None] + torch.arange(W, device=x.device)  # (B, W)
-        index = (rows[:, :, None] * Wp + cols[:, None, :]).view(B, 1, H * W)
-        out = padded.gather(2, index.expand(B, C, H * W)).view(B, C, H, W)
+        _, _, H, W = x.shape
+        windows = self.pad(x).unfold(2, H, 1).unfold(3, W, 1)  # (B, C, 2p + 1, 2p + 1, H, W)
+        batch = torch.arange(x.shape[0], device=x.device)
+        out = windows[batch, :, offsets[:, 0], offsets[:, 1]]  # (B, C, H, W)
         return _same_format(out, x)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
@@ -356,23 +364,24 @@ class RandomErasing:
         """Returns (B, 4) int64 boxes (y0, x0, h, w); h = w = 0 where nothing is erased."""
         B, _, H, W = x.shape
         T = _ERASE_ATTEMPTS
-        u = _rand(generator, (B, 2 * T + 3), x.device)
-        area = H * W * (self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, :T])  # (B, T)
-        log_r0, log_r1 = math.log(self.ratio[0]), math.log(self.ratio[1])
-        ratio = torch.exp(log_r0 + (log_r1 - log_r0) * u[:, T : 2 * T])  # (B, T)
-        h = (area * ratio).sqrt().round().long()
-        w = (area / ratio).sqrt().round().long()
+        u = _rand(generator, (B, 2 * T + 3), x.device, torch.float64)
+        (s0, s1), (r0, r1) = self.scale, self.ratio
+        area = (s0 + (s1 - s0) * u[:, :T]) * (H * W)  # (B, T) pixels
+        ratio = torch.exp(math.log(r0) + math.log(r1 / r0) * u[:, T : 2 * T])  # (B, T)
+        h = (area * ratio).sqrt().round()
+        w = (area / ratio).sqrt().round()
         # rounding may push the area out of range: keep only boxes that honour `scale` exactly
-        fraction = (h * w).double() / (H * W)
-        fits = (h >= 1) & (w >= 1) & (h <= H) & (w <= W)
-        fits &= (fraction >= self.scale[0]) & (fraction <= self.scale[1])
-        first = fits.int().argmax(dim=1, keepdim=True)  # first fitting attempt, (B, 1)
-        erase = fits.any(dim=1) & (u[:, 2 * T] < self.p)
-        h = torch.where(erase, h.gather(1, first).squeeze(1), 0)
-        w = torch.where(erase, w.gather(1, first).squeeze(1), 0)
-        y0 = torch.minimum((u[:, 2 * T + 1] * (H - h + 1)).long(), H - h)
-        x0 = torch.minimum((u[:, 2 * T + 2] * (W - w + 1)).long(), W - w)
-        return torch.stack([y0, x0, h, w], dim=1)
+        # (s0 > 0, so a box in range has h, w >= 1)
+        fraction = h * w / (H * W)
+        fits = (h <= H) & (w <= W) & (fraction >= s0) & (fraction <= s1)
+        first = fits.byte().argmax(dim=1, keepdim=True)  # first fitting attempt, (B, 1)
+        erase = fits.any(dim=1, keepdim=True) & (u[:, 2 * T, None] < self.p)  # (B, 1)
+        h = h.gather(1, first) * erase
+        w = w.gather(1, first) * erase
+        # u < 1, but u * n can round up to n in floating point: hence the clamp
+        y0 = torch.minimum((u[:, 2 * T + 1, None] * (H - h + 1)).floor(), H - h)
+        x0 = torch.minimum((u[:, 2 * T + 2, None] * (W - w + 1)).floor(), W - w)
+        return torch.cat([y0, x0, h, w], dim=1).long()
 
     def apply(self, x: Tensor, boxes: Tensor) -> Tensor:
         """Writes `value` into each sample's box (from `sample`)."""
@@ -382,8 +391,9 @@ class RandomErasing:
         cols = torch.arange(W, device=x.device)
         in_rows = (rows >= y0) & (rows < y0 + h)  # (B, H)
         in_cols = (cols >= x0) & (cols < x0 + w)  # (B, W)
-        mask = in_rows[:, None, :, None] & in_cols[:, None, None, :]  # (B, 1, H, W)
-        return _same_format(torch.where(mask, self.value, x), x)
+        mask = in_rows.to(x.dtype)[:, None, :, None] * in_cols.to(x.dtype)[:, None, None, :]
+        value = torch.full((), self.value, dtype=x.dtype, device=x.device)
+        return _same_format(_select(mask, value, x), x)  # mask: (B, 1, H, W) of 0 / 1
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         _check_batch(x, "RandomErasing")

@@ -28,7 +28,10 @@ class ImageDataset:
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+        for split, x, y in (
+            ("train", self.x_train, self.y_train),
+            ("test", self.x_test, self.y_test),
+        ):
             if x.dtype != torch.uint8 or x.dim() != 4:
                 raise ShapeMismatchError(
                     f"{self.name} {split} images: expected a uint8 tensor (N, C, H, W), "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import json
 import os
 import sys
@@ -91,11 +93,22 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _gunzip_chunks(path: Path) -> Iterator[bytes]:
+def _gunzip_chunks(path: Path, limit: int | None) -> Iterator[bytes]:
+    """Gunzipped bytes of a file, in bounded pieces: a forged file cannot blow up memory."""
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: expect a gzip header
+    total = 0
     for chunk in _file_chunks(path):
-        yield inflater.decompress(chunk)
-    yield inflater.flush()
+        while chunk and not inflater.eof:
+            piece = inflater.decompress(chunk, CHUNK)
+            total += len(piece)
+            if limit is not None and total > limit:
+                raise zlib.error(f"more than the {limit} bytes the table expects")
+            yield piece
+            chunk = inflater.unconsumed_tail
+    tail = inflater.flush()  # output zlib still holds once all input went in
+    if limit is not None and total + len(tail) > limit:
+        raise zlib.error(f"more than the {limit} bytes the table expects")
+    yield tail
     if not inflater.eof:
         raise zlib.error("truncated gzip stream")
 
@@ -149,22 +162,26 @@ def verify_file(path: Path, spec: RemoteFile, shown: str | None = None) -> str:
     problem = cheap_check(path, spec)
     if problem is None:
         received = _digests_of(_file_chunks(path))
-        content = None if _first_match(received, spec.digests) else _content_digests(path, spec)
-        matched = _first_match(received, spec.digests) or _first_match(content, spec.content_digests)
+        matched, content = _first_match(received, spec.digests), None
+        if matched is None and spec.content_digests:
+            content = _content_digests(path, spec)
+            matched = _first_match(content, spec.content_digests)
         if matched:
             return matched
-        problem = f"expected {' or '.join(spec.digests)}, received {received['md5']} {received['sha256']}"
+        problem = (
+            f"expected {' or '.join(spec.digests)}, received {received['md5']} {received['sha256']}"
+        )
         if spec.content_digests:
             inside = content["md5"] if content else "not a valid gzip stream"
-            problem += f"; gunzipped: expected {' or '.join(spec.content_digests)}, received {inside}"
+            problem += (
+                f"; gunzipped: expected {' or '.join(spec.content_digests)}, received {inside}"
+            )
     raise ChecksumError(f"{shown or path}: checksum mismatch for {spec.name}: {problem}")
 
 
 def _content_digests(path: Path, spec: RemoteFile) -> dict[str, str] | None:
-    if not spec.content_digests:
-        return None
     try:
-        return _digests_of(_gunzip_chunks(path))
+        return _digests_of(_gunzip_chunks(path, spec.raw_size))
     except (zlib.error, OSError):
         return None
 
@@ -197,10 +214,8 @@ class StampBook:
     def mark(self, path: Path) -> None:
         key, value = self._key(path)
         self.entries[key] = value
-        try:
+        with contextlib.suppress(OSError):  # read-only cache: verify in full next time
             atomic_write(self.path, json.dumps(self.entries, indent=1).encode())
-        except OSError:
-            pass  # read-only cache: verify in full next time
 
 
 def verify_local(path: Path, spec: RemoteFile, stamps: StampBook) -> None:
@@ -307,7 +322,9 @@ def find_local(source: DatasetSource, resolver: Resolver) -> dict[str, Path] | N
 
 
 def _local_copy(source: DatasetSource, spec: RemoteFile, resolver: Resolver) -> Path | None:
-    return next((f / spec.name for f in resolver.folders(source) if (f / spec.name).is_file()), None)
+    return next(
+        (f / spec.name for f in resolver.folders(source) if (f / spec.name).is_file()), None
+    )
 
 
 def resolve(source: DatasetSource, resolver: Resolver) -> dict[str, Path]:
@@ -344,11 +361,13 @@ def _download_any(source: DatasetSource, spec: RemoteFile, resolver: Resolver, d
             return
         except ChecksumError as error:
             checksum_error = error
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
             failures.append(f"{url}: {getattr(error, 'reason', error)}")
     if checksum_error is not None:
         raise checksum_error
-    raise DatasetUnavailableError(how_to_get(source, resolver, "download failed: " + "; ".join(failures)))
+    raise DatasetUnavailableError(
+        how_to_get(source, resolver, "download failed: " + "; ".join(failures))
+    )
 
 
 def how_to_get(source: DatasetSource, resolver: Resolver, reason: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -90,7 +91,12 @@ def cache_key(root: Path, listings: list[Listing], options: FolderOptions) -> st
         "version": CACHE_VERSION,
         "root": str(root.resolve()),
         "files": files,
-        "options": [list(options.image_size), options.channels, options.test_fraction, options.seed],
+        "options": [
+            list(options.image_size),
+            options.channels,
+            options.test_fraction,
+            options.seed,
+        ],
     }
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
 
@@ -104,11 +110,11 @@ def decode_image(path: Path, options: FolderOptions) -> np.ndarray:
     """
     h, w = options.image_size
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if options.channels == 1 else "RGB")
-            if image.size != (w, h):
-                image = image.resize((w, h), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
+        with Image.open(path) as opened:
+            image = opened.convert("L" if options.channels == 1 else "RGB")
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DataFormatError(
             f"{path}: cannot decode this image ({error}); expected a file Pillow can read. "
@@ -137,7 +143,7 @@ def _split_per_class(labels: np.ndarray, options: FolderOptions) -> tuple[np.nda
     test = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        n_test = int(round(options.test_fraction * len(members)))
+        n_test = round(options.test_fraction * len(members))
         test.extend(rng.permutation(members)[:n_test].tolist())
     is_test = np.zeros(len(labels), bool)
     is_test[test] = True
@@ -170,10 +176,8 @@ def load_folder(
     arrays = _build_arrays(listings, options)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    try:
+    with contextlib.suppress(OSError):  # read-only cache: decode again next time
         atomic_write(cached, buffer.getvalue())
-    except OSError:
-        pass  # read-only cache: decode again next time
     return _unpack(arrays), how
 
 

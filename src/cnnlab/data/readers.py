@@ -68,7 +68,8 @@ def parse_idx(data: bytes, label: str = "<bytes>") -> np.ndarray:
     """
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DataFormatError(
-            f"{label}: expected an IDX file starting with bytes 00 00, received {data[:4].hex(' ')!r}"
+            f"{label}: expected an IDX file starting with bytes 00 00, "
+            f"received {data[:4].hex(' ')!r}"
         )
     type_byte, ndim = data[2], data[3]
     if type_byte not in IDX_DTYPES:
@@ -176,7 +177,10 @@ def read_cifar_archive(
         )
 
     def split(members: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        parts = [read_cifar_records(found[m], label_bytes, label_index, f"{archive}:{m}") for m in members]
+        parts = [
+            read_cifar_records(found[m], label_bytes, label_index, f"{archive}:{m}")
+            for m in members
+        ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     x_train, y_train = split(train_members)
@@ -287,7 +291,9 @@ def read_npz(path: Path, layout: str = "auto") -> Splits:
         )
     xs, ys = [], []
     for split in ("train", "test"):
-        x = images_to_uint8(to_nchw(arrays[f"x_{split}"], layout, f"{path}: x_{split}"), f"{path}: x_{split}")
+        x = images_to_uint8(
+            to_nchw(arrays[f"x_{split}"], layout, f"{path}: x_{split}"), f"{path}: x_{split}"
+        )
         xs.append(np.ascontiguousarray(x))
         ys.append(_labels(arrays[f"y_{split}"], len(x), f"{path}: y_{split}"))
     top = max((int(y.max()) for y in ys if len(y)), default=-1)

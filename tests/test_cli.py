@@ -1,0 +1,157 @@
+"""The `cnnlab` command end to end, and how it treats bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_bars
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.train.checkpoint import load_checkpoint
+
+QUICK = [
+    "--model-args", "{widths: [8, 16], blocks: [1, 1]}",
+    "--batch-size", "32", "--augment", "none", "--no-progress", "--threads", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bars_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "bars.npz"
+    x_train, y_train = make_bars(384, seed=0)
+    x_test, y_test = make_bars(96, seed=1)
+    np.savez(
+        path, x_train=x_train.numpy(), y_train=y_train.numpy(), x_test=x_test.numpy(),
+        y_test=y_test.numpy(), classes=np.array(["vertical", "horizontal", "diag"]),
+    )  # fmt: skip
+    return path
+
+
+def data_args(npz: Path) -> list[str]:
+    return ["--dataset", "npz", "--dataset-args", json.dumps({"path": str(npz)})]
+
+
+@pytest.fixture(scope="module")
+def trained(bars_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    code = main(["train", *data_args(bars_npz), *QUICK, "--epochs", "3", "--runs-dir", str(runs)])
+    assert code == 0
+    return runs / "demo"
+
+
+def test_train_writes_the_run_folder(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.yaml", "config.json", "model.safetensors", "checkpoint.safetensors",
+            "history.csv", "metrics.json"} <= names  # fmt: skip
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.9 and metrics["epochs"] == 3
+    assert main(["evaluate", str(trained)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=0.02)
+
+
+def test_predict_reports_bad_files_and_predicts_the_rest(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "bar.png"
+    img = np.zeros((12, 12), np.uint8)
+    img[:, 5] = 255  # a vertical bar
+    Image.fromarray(img).save(good)
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    truncated = tmp_path / "truncated.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    missing = tmp_path / "missing.png"
+    files = [good, missing, empty, truncated, text]
+    code = main(["predict", str(trained), *map(str, files), "--top-k", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert f"{good}\n  vertical" in out
+    assert f"{missing}: file not found" in err
+    assert f"{empty}: file is empty" in err
+    assert f"{truncated}: damaged image" in err
+    assert f"{text}: not an image" in err
+
+
+def test_unknown_names_exit_2_with_the_valid_ones(
+    bars_npz: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *data_args(bars_npz), "--model", "resnet9000", "--fast-dev-run"]) == 2
+    assert "unknown model 'resnet9000'; expected one of:" in capsys.readouterr().err
+    assert main(["train", "--dataset", "imagenet-22k", "--fast-dev-run"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'imagenet-22k'" in err and "fashion-mnist" in err
+
+
+def test_model_that_does_not_fit_exits_2(bars_npz: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", *data_args(bars_npz), "--model", "keras_cifar",
+                 "--model-args", "{input_size: 32}", "--fast-dev-run"])  # fmt: skip
+    assert code == 2
+    assert "(2, 1, 12, 12)" in capsys.readouterr().err
+
+
+def test_yaml_config_with_overrides(bars_npz: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"epochs: 5\nlr: 0.02\nname: yaml\nruns_dir: {tmp_path}\n")
+    assert main(["train", "--config", str(config), *data_args(bars_npz), *QUICK, "--epochs", "1"]) == 0
+    resolved = (tmp_path / "yaml" / "config.yaml").read_text()
+    assert "epochs: 1\n" in resolved and "lr: 0.02\n" in resolved
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    assert main(["train", "--config", str(bad)]) == 2
+
+
+def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet5" in out and "1,250,858" in out
+    assert main(["summary", "lenet5"]) == 0
+    assert "120x1x1" in capsys.readouterr().out
+    assert main(["datasets"]) == 0
+    assert "fashion-mnist" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "summary", "models", "datasets"])
+def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: cnnlab" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_checkpoint_and_resume_continues(bars_npz: Path, tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "cnnlab.cli", "train", *data_args(bars_npz), *QUICK,
+            "--runs-dir", str(tmp_path), "--schedule", "constant", "--lr", "0.02"]  # fmt: skip
+    proc = subprocess.Popen([*args, "--epochs", "1000"], stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "demo" / "checkpoint.safetensors"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "no checkpoint within 120 s"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    done = load_checkpoint(checkpoint)["epoch"]
+    assert 1 <= done < 1000
+    env = {**os.environ}
+    resumed = subprocess.run(
+        [*args, "--epochs", str(done + 2), "--resume"], capture_output=True, text=True, env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {checkpoint} after epoch {done}" in resumed.stdout
+    assert load_checkpoint(checkpoint)["epoch"] == done + 2
