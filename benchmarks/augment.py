@@ -187,7 +187,9 @@ def main() -> None:
     ratio = statistics.median(cnnlab) / statistics.median(pillow)
     print(f"pillow DataLoader(2 workers): {summary(pillow)}")
     print(f"cnnlab batched ({args.threads} threads):   {summary(cnnlab)}")
-    print(f"ratio cnnlab/pillow: {ratio:.1f}x  (per round {min(ratios):.1f}x .. {max(ratios):.1f}x)")
+    print(
+        f"ratio cnnlab/pillow: {ratio:.1f}x  (per round {min(ratios):.1f}x .. {max(ratios):.1f}x)"
+    )
     result = {
         "benchmark": "augment",
         "data": source,

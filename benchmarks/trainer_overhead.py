@@ -32,8 +32,12 @@ def hand_loop(data: ImageDataset, batches: int, seed: int) -> float:
     model = create_model("resnet_mini").to(memory_format=torch.channels_last)
     mean, std = data.channel_stats()
     mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=batches, pct_start=0.25)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=0.1, total_steps=batches, pct_start=0.25
+    )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     g = torch.Generator().manual_seed(seed)
     model.train()

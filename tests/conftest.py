@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -27,11 +29,19 @@ def make_bars(n: int, seed: int, size: int = 12) -> tuple[torch.Tensor, torch.Te
     return x, labels
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the user's ~/.cache/cnnlab out of the tests: a fresh cache per session."""
+    os.environ["CNNLAB_DATA"] = str(tmp_path_factory.mktemp("cnnlab-cache"))
+
+
 @pytest.fixture(scope="session")
 def bars() -> ImageDataset:
     x_train, y_train = make_bars(384, seed=0)
     x_test, y_test = make_bars(96, seed=1)
-    return ImageDataset("bars", x_train, y_train, x_test, y_test, ["vertical", "horizontal", "diag"])
+    return ImageDataset(
+        "bars", x_train, y_train, x_test, y_test, ["vertical", "horizontal", "diag"]
+    )
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_bars
 from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.train.checkpoint import load_checkpoint
+from conftest import make_bars
 
 QUICK = [
     "--model-args", "{widths: [8, 16], blocks: [1, 1]}",
@@ -95,7 +95,9 @@ def test_unknown_names_exit_2_with_the_valid_ones(
     assert "unknown dataset 'imagenet-22k'" in err and "fashion-mnist" in err
 
 
-def test_model_that_does_not_fit_exits_2(bars_npz: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_that_does_not_fit_exits_2(
+    bars_npz: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["train", *data_args(bars_npz), "--model", "keras_cifar",
                  "--model-args", "{input_size: 32}", "--fast-dev-run"])  # fmt: skip
     assert code == 2
@@ -105,7 +107,9 @@ def test_model_that_does_not_fit_exits_2(bars_npz: Path, capsys: pytest.CaptureF
 def test_yaml_config_with_overrides(bars_npz: Path, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"epochs: 5\nlr: 0.02\nname: yaml\nruns_dir: {tmp_path}\n")
-    assert main(["train", "--config", str(config), *data_args(bars_npz), *QUICK, "--epochs", "1"]) == 0
+    assert (
+        main(["train", "--config", str(config), *data_args(bars_npz), *QUICK, "--epochs", "1"]) == 0
+    )
     resolved = (tmp_path / "yaml" / "config.yaml").read_text()
     assert "epochs: 1\n" in resolved and "lr: 0.02\n" in resolved
     bad = tmp_path / "bad.yaml"
@@ -123,7 +127,9 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "fashion-mnist" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "summary", "models", "datasets"])
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "predict", "summary", "models", "datasets"]
+)
 def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -42,7 +42,7 @@ def test_damaged_saved_models_are_typed_errors(tmp_path: Path) -> None:
     folder = cnnlab.save(cnnlab.create_model("lenet5"), tmp_path / "m")
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
-    with pytest.raises(CheckpointError, match="model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors"):
         cnnlab.load(folder)
     with pytest.raises(CheckpointError, match="not found"):
         cnnlab.load(tmp_path / "nothing")

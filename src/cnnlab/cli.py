@@ -9,7 +9,6 @@ import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -47,7 +46,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig.from_yaml(args.config, **overrides)
     else:
         config = TrainConfig.from_dict(overrides)
-    print(f"training {config.model} on {config.dataset} for {config.epochs} epochs -> {config.run_dir}")
+    print(
+        f"training {config.model} on {config.dataset} for {config.epochs} epochs -> {config.run_dir}"
+    )
     try:
         metrics = run_training(config, resume=args.resume)
     except KeyboardInterrupt:
@@ -68,10 +69,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab import data as datasets
     from cnnlab.predict import evaluate_model
-    from cnnlab.saved import load
+    from cnnlab.saved import config_of, load
 
     model = load(args.model)
-    cfg = model.cnnlab_config
+    cfg = config_of(model)
     name = args.dataset or cfg.get("dataset")
     if not name:
         raise ConfigError(f"{args.model} does not record its dataset; pass --dataset NAME")
@@ -98,11 +99,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnlab.inspect.summary import format_summary, summary
     from cnnlab.models import create_model, model_info
-    from cnnlab.saved import load
+    from cnnlab.saved import config_of, load
 
     if Path(args.model).is_dir():
         model = load(args.model)
-        shape = tuple(model.cnnlab_config.get("input_shape") or ())
+        shape = tuple(config_of(model).get("input_shape") or ())
     else:
         info = model_info(args.model)
         shape = info.input_shape
@@ -111,7 +112,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         shape = tuple(int(s) for s in args.input_shape.split(","))
     if len(shape) != 3:
         raise ConfigError(f"Expected --input-shape C,H,W, received {args.input_shape!r}")
-    rows = summary(model, shape)  # type: ignore[arg-type]
+    rows = summary(model, shape)
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
     else:
@@ -125,7 +126,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'name':<16} {'params':>12} {'input':<10} {'paper':<28} year")
     for name in list_models(args.pattern):
         info = model_info(name)
-        params = sum(p.numel() for p in create_model(name, in_channels=info.input_shape[0]).parameters())
+        params = sum(
+            p.numel() for p in create_model(name, in_channels=info.input_shape[0]).parameters()
+        )
         shape = "x".join(map(str, info.input_shape))
         print(f"{name:<16} {params:>12,} {shape:<10} {info.paper:<28} {info.year}")
     return 0

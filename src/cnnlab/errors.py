@@ -26,6 +26,10 @@ class DatasetUnavailableError(CnnlabError):
     """No local copy of a dataset and no way to download it."""
 
 
+class DataFormatError(CnnlabError, ValueError):
+    """A data file whose bytes or layout are not what its format requires."""
+
+
 class ChecksumError(CnnlabError):
     """A downloaded or cached file does not match its published checksum."""
 

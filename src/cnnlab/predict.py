@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from cnnlab.errors import CheckpointError
-from cnnlab.saved import load, preprocess
+from cnnlab.saved import config_of, load, preprocess
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Prediction:
 @torch.inference_mode()
 def probabilities(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Softmax outputs (N, K) of a loaded model for uint8 images (N, C, H, W)."""
-    config = getattr(model, "cnnlab_config", {})
+    config = config_of(model)
     model.eval()
     outs = [
         model(preprocess(images[i : i + batch_size], config)).float().softmax(1)
@@ -38,7 +38,9 @@ def probabilities(model: nn.Module, images: torch.Tensor, batch_size: int = 500)
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def evaluate_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def evaluate_model(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, float]:
     """Accuracy and mean cross-entropy of a loaded model on uint8 images."""
     probs = probabilities(model, images)
     picked = probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
@@ -60,9 +62,9 @@ def read_image(path: str | os.PathLike[str], input_shape: Sequence[int]) -> torc
     if Path(path).stat().st_size == 0:
         raise ValueError("file is empty")
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now, so truncation is caught here
-            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
+        with Image.open(path) as raw:
+            raw.load()  # decode now, so truncation is caught here
+            img = raw.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
     except UnidentifiedImageError:
         raise ValueError("not an image file Pillow can read") from None
     except OSError as e:
@@ -77,7 +79,7 @@ def predict_files(
 ) -> list[Prediction]:
     """Top-k predictions for each file; unreadable files get an ``error`` and are skipped."""
     model = load(model_dir)
-    config: dict[str, Any] = model.cnnlab_config  # type: ignore[assignment]
+    config = config_of(model)
     shape, classes = config.get("input_shape"), config.get("classes")
     if not shape or not classes:
         raise CheckpointError(f"{model_dir}: config.json lacks input_shape or classes")

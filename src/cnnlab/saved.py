@@ -24,6 +24,12 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+def config_of(model: nn.Module) -> dict[str, Any]:
+    """The config a loaded (or create_model-built) model carries; {} for any other module."""
+    record = getattr(model, "cnnlab_config", None)
+    return dict(record) if isinstance(record, dict) else {}
+
+
 def model_config(model: nn.Module) -> dict[str, Any]:
     """The {"architecture", "model_args"} record ``create_model`` attached to ``model``."""
     record = getattr(model, "cnnlab_config", None)
@@ -90,7 +96,9 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
     try:
         model = create_model(config["architecture"], **config.get("model_args", {}))
     except (UnknownNameError, TypeError, ConfigError) as e:
-        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: cannot rebuild the model ({e})") from None
+        raise CheckpointError(
+            f"{Path(path) / CONFIG_FILE}: cannot rebuild the model ({e})"
+        ) from None
     tensors, _ = load_tensors(Path(path) / WEIGHTS_FILE)
     try:
         model.load_state_dict(tensors)

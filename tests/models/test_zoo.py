@@ -76,7 +76,7 @@ def test_wrong_input_names_both_shapes() -> None:
 def test_registry_refuses_duplicates_and_unknown_names() -> None:
     with pytest.raises(ConfigError, match="already registered"):
         register_model("lenet5", input_shape=(1, 32, 32), paper="x", year=1)(lambda: nn.Identity())
-    with pytest.raises(UnknownNameError, match="expected one of: .*lenet5"):
+    with pytest.raises(UnknownNameError, match=r"expected one of: .*lenet5"):
         create_model("lenet6")
     with pytest.raises(ConfigError, match="num_classes=0"):
         create_model("resnet_mini", num_classes=0)

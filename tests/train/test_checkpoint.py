@@ -37,7 +37,9 @@ def test_round_trip_of_nested_state(tmp_path: Path) -> None:
     assert back["bf16"].dtype == torch.bfloat16
     opt2 = torch.optim.Adam(model.parameters())
     opt2.load_state_dict(back["optimizer"])  # the structure torch expects, int keys included
-    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )
 
 
 def test_truncated_file_is_a_typed_error_naming_it(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-
 from types import SimpleNamespace
 
 import pytest
@@ -176,5 +175,5 @@ def test_model_that_does_not_fit_the_data(bars: ImageDataset, quick_config: Trai
     with pytest.raises(ShapeMismatchError, match=r"\(2, 1, 12, 12\).*\(B, 1, 32, 32\)"):
         Trainer(model, quick_config).fit(bars)
     model = create_model("resnet_mini", num_classes=10)
-    with pytest.raises(ShapeMismatchError, match="outputs \\(10,\\).*3 classes"):
+    with pytest.raises(ShapeMismatchError, match=r"outputs \(10,\).*3 classes"):
         Trainer(model, quick_config).fit(bars)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import DataFormatError
 
 # IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, bottom of page).
 IDX_DTYPES: dict[int, str] = {
@@ -24,10 +24,6 @@ IDX_DTYPES: dict[int, str] = {
 }
 CIFAR_PIXELS = 3 * 32 * 32  # one record holds the R, G and B planes, 32x32 each, row-major
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-class DataFormatError(CnnlabError, ValueError):
-    """A data file whose bytes or layout are not what its format requires."""
 
 
 class Splits(NamedTuple):

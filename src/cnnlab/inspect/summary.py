@@ -72,6 +72,8 @@ def format_summary(rows: list[LayerRow], model: nn.Module) -> str:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines.append("-" * len(lines[0]))
-    lines.append(f"total params: {total:,}  trainable: {trainable:,}  frozen: {total - trainable:,}")
+    lines.append(
+        f"total params: {total:,}  trainable: {trainable:,}  frozen: {total - trainable:,}"
+    )
     lines.append(f"size: {total * 4 / 2**20:.2f} MB at fp32")
     return "\n".join(lines)

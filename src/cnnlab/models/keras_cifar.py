@@ -77,6 +77,12 @@ class KerasCifarNet(Classifier):
             )
 
 
-@register_model("keras_cifar", input_shape=(3, 32, 32), paper="Keras examples (seed 000)", year=2015, fixed_input=True)
+@register_model(
+    "keras_cifar",
+    input_shape=(3, 32, 32),
+    paper="Keras examples (seed 000)",
+    year=2015,
+    fixed_input=True,
+)
 def keras_cifar(**kwargs: Any) -> KerasCifarNet:
     return KerasCifarNet(**kwargs)

@@ -30,7 +30,11 @@ class LeNet5(Classifier):
     """
 
     def __init__(
-        self, in_channels: int = 1, num_classes: int = 10, input_size: int = 32, modern: bool = False
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size: int = 32,
+        modern: bool = False,
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
@@ -66,11 +70,15 @@ class LeNet5(Classifier):
             )
 
 
-@register_model("lenet5", input_shape=(1, 32, 32), paper="LeCun et al. 1998", year=1998, fixed_input=True)
+@register_model(
+    "lenet5", input_shape=(1, 32, 32), paper="LeCun et al. 1998", year=1998, fixed_input=True
+)
 def lenet5(**kwargs: Any) -> LeNet5:
     return LeNet5(**kwargs)
 
 
-@register_model("lenet5_modern", input_shape=(1, 32, 32), paper="LeCun et al. 1998", year=1998, fixed_input=True)
+@register_model(
+    "lenet5_modern", input_shape=(1, 32, 32), paper="LeCun et al. 1998", year=1998, fixed_input=True
+)
 def lenet5_modern(**kwargs: Any) -> LeNet5:
     return LeNet5(modern=True, **kwargs)

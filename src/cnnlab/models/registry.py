@@ -65,7 +65,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """
     model = model_info(name).builder(**kwargs)
     args = json.loads(json.dumps(kwargs))  # tuples -> lists: what config.json will hold
-    model.cnnlab_config = {"architecture": name, "model_args": args}
+    model.cnnlab_config = {"architecture": name, "model_args": args}  # type: ignore[assignment]
     return model
 
 

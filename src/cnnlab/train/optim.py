@@ -74,7 +74,7 @@ class Schedule:
             self.scheduler = main
 
     def after_batch(self) -> None:
-        if self.per_batch:
+        if not isinstance(self.scheduler, lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
 
     def after_epoch(self, monitored_loss: float) -> None:

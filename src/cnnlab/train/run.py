@@ -74,4 +74,3 @@ def run_training(
         )
         write_json(run_dir / "metrics.json", metrics)
     return metrics
-

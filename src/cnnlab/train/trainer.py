@@ -88,7 +88,7 @@ class Trainer:
         self.normalize = Normalize(mean, std)
         self._check_fits(data)
         if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # 3. Loaders, optimizer and schedule.
         train_loader = BatchLoader(
             x_train, y_train, cfg.batch_size, self.normalize, shuffle=True,
@@ -311,4 +311,6 @@ def _epoch_line(row: dict[str, float], epochs: int) -> str:
     )
     if "val_loss" in row:
         line += f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
-    return line + f"  lr {row['lr']:.3g}  {row['seconds']:.1f}s  {row['images_per_second']:.0f} img/s"
+    return (
+        line + f"  lr {row['lr']:.3g}  {row['seconds']:.1f}s  {row['images_per_second']:.0f} img/s"
+    )
