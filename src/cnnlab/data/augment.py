@@ -12,24 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cnnlab.data.affine import affine_matrices, apply_affine
 from cnnlab.errors import ConfigError, ShapeMismatchError, UnknownNameError
 
-__all__ = [
-    "Augment",
-    "AugmentOp",
-    "RandomAffine",
-    "RandomCrop",
-    "RandomErasing",
-    "RandomFlip",
-    "affine_grid",
-    "affine_matrices",
-    "apply_affine",
-    "build_augment",
-]
-
-# Every op works on a whole float batch (B, C, H, W) on the 0..1 scale and draws all of its
-# random numbers for the batch in one call on the caller's generator: the same generator
-# state gives the same output, and no Python loop runs over the samples.
+# Every op takes a whole float batch (B, C, H, W) on the 0..1 scale and draws the random
+# numbers for the batch in one call on the caller's generator: the same generator state gives
+# the same output, and no Python loop runs over the samples. `sample` draws an op's
+# parameters and `apply` uses them, so tests can recompute the output from the parameters.
 
 
 class AugmentOp(Protocol):
@@ -49,16 +38,16 @@ def _check_batch(x: Tensor, op: str) -> None:
         )
 
 
-def _rand(
-    generator: torch.Generator,
-    shape: tuple[int, ...],
-    device: torch.device,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Uniform [0, 1) numbers drawn where the generator lives, moved to where the data lives."""
+def _rand(generator: torch.Generator, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """Uniform [0, 1) float64 numbers drawn where the generator lives, moved to the data."""
     if not isinstance(generator, torch.Generator):
         raise ConfigError(f"Expected a torch.Generator, received {type(generator).__name__}")
-    return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    u = torch.rand(shape, generator=generator, device=generator.device, dtype=torch.float64)
+    return u.to(device)
+
+
+def _tensor(values: list[float], like: Tensor) -> Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
 
 
 def _same_format(out: Tensor, x: Tensor) -> Tensor:
@@ -71,15 +60,20 @@ def _same_format(out: Tensor, x: Tensor) -> Tensor:
 def _select(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """`torch.where(mask == 1, a, b)` for a float mask of 0s and 1s, broadcasting.
 
-    `torch.lerp` is exact at weights 0 and 1 (it computes ``a - (a - b) * (1 - w)`` for
-    w >= 0.5) and runs about twice as fast as `torch.where` on small CPU images.
+    For finite images `torch.lerp` is exact at weights 0 and 1 (it computes
+    ``a - (a - b) * (1 - w)`` for w >= 0.5) and runs about twice as fast as `torch.where`
+    on small CPU images.
     """
     return torch.lerp(b, a, mask)
 
 
-def _check_probability(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ConfigError(f"Expected {name} in [0, 1], received {name}={value!r}")
+def _number(name: str, value: Any, low: float, high: float, high_open: bool = False) -> float:
+    """`value` as a float in [low, high] (or [low, high)), else a ConfigError echoing it."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and low <= value <= high and not (high_open and value == high):
+        return float(value)
+    interval = f"[{low:g}, {high:g}{')' if high_open else ']'}"
+    raise ConfigError(f"Expected {name} in {interval}, received {name}={value!r}")
 
 
 def _pair(
@@ -97,12 +91,6 @@ def _pair(
     raise ConfigError(f"Expected {name} as a pair {expected}, received {name}={value!r}")
 
 
-def _nonnegative(name: str, value: Any, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < high:
-        raise ConfigError(f"Expected {name} in [0, {high}), received {name}={value!r}")
-    return float(value)
-
-
 @dataclass
 class RandomFlip:
     """Mirror each image left-right and/or up-down, each with probability `p`.
@@ -118,7 +106,7 @@ class RandomFlip:
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_probability("p", self.p)
+        self.p = _number("p", self.p, 0, 1)
         if not (self.horizontal or self.vertical):
             raise ConfigError(
                 "Expected horizontal=True or vertical=True, received both False "
@@ -143,85 +131,6 @@ class RandomFlip:
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         _check_batch(x, "RandomFlip")
         return self.apply(x, self.sample(x, generator))
-
-
-def affine_matrices(
-    angle: Tensor, translate: Tensor, scale: Tensor, shear: Tensor, size: tuple[int, int]
-) -> Tensor:
-    """Sampling matrices for `F.affine_grid(..., align_corners=False)`, one per sample.
-
-    The forward map, in pixels about the image centre, is
-    ``p_out = R(angle) @ Shear(shear) @ (scale * p_in) + translate``: `angle` > 0 turns the
-    content counter-clockwise on screen (as `torch.rot90` does), `translate[:, 0]` > 0 moves
-    it right and `translate[:, 1]` > 0 moves it down, `scale` > 1 enlarges it, and `shear`
-    slants it along x (``x += tan(shear) * y``). `affine_grid` wants the inverse map (where
-    each output pixel reads from) in coordinates normalised to [-1, 1] per axis, which is
-    what this returns. Working in pixels first keeps rotations rigid on non-square images.
-
-    Args:
-        angle: (B,) rotation in degrees.
-        translate: (B, 2) shift (x, y) in pixels.
-        scale: (B,) zoom factor.
-        shear: (B,) shear angle in degrees.
-        size: (H, W) of the images.
-
-    Returns:
-        (B, 2, 3) float64 matrices.
-    """
-    H, W = size
-    a = torch.deg2rad(angle.double())
-    cos, sin, tan = a.cos(), a.sin(), torch.deg2rad(shear.double()).tan()
-    inv = 1.0 / scale.double()
-    # inverse of R @ Sh @ Z  =  Z^-1 @ Sh^-1 @ R^-1,  Sh^-1 = [[1, -tan], [0, 1]],  R^-1 = R(-a)
-    a00, a01 = (cos - tan * sin) * inv, (-sin - tan * cos) * inv
-    a10, a11 = sin * inv, cos * inv
-    tx, ty = translate.double().unbind(1)
-    bx, by = -(a00 * tx + a01 * ty), -(a10 * tx + a11 * ty)  # p_in = A^-1 @ (p_out - t)
-    # pixels about the centre -> normalised: x_norm = x_pix / (W / 2), y_norm = y_pix / (H / 2)
-    entries = [a00, a01 * (H / W), bx * (2 / W), a10 * (W / H), a11, by * (2 / H)]
-    # stacking along dim 0 is a plain copy; along dim 1 it is ~20x slower for (B,) tensors
-    return torch.stack(entries).view(2, 3, -1).permute(2, 0, 1).contiguous()
-
-
-def affine_grid(theta: Tensor, size: tuple[int, int], dtype: torch.dtype) -> Tensor:
-    """`F.affine_grid(theta, (B, C, H, W), align_corners=False)`, built by broadcasting.
-
-    The grid is separable (x_in = t00 * x + t01 * y + t02, likewise y_in), so one broadcast
-    add of (B, 2, 1, W) and (B, 2, H, 1) replaces `affine_grid`'s (B, H*W, 3) @ (B, 3, 2)
-    batched matmul, which is several times slower for small images on CPU.
-
-    Returns:
-        (B, H, W, 2) sampling grid for `F.grid_sample` (a permuted view of a planar tensor;
-        `grid_sample` reads it through its strides).
-    """
-    H, W = size
-    theta = theta.to(dtype)
-    xs = (torch.arange(W, dtype=dtype, device=theta.device) * 2 + 1) / W - 1  # pixel centres
-    ys = (torch.arange(H, dtype=dtype, device=theta.device) * 2 + 1) / H - 1
-    along_x = theta[:, :, 0, None] * xs + theta[:, :, 2, None]  # (B, 2, W)
-    along_y = theta[:, :, 1, None] * ys  # (B, 2, H)
-    grid = along_x[:, :, None, :] + along_y[:, :, :, None]  # (B, 2, H, W)
-    return grid.permute(0, 2, 3, 1)
-
-
-def apply_affine(x: Tensor, theta: Tensor, fill: float = 0.0, mode: str = "bilinear") -> Tensor:
-    """Resamples every image of `x` through its own matrix in one `grid_sample` call.
-
-    Args:
-        x: (B, C, H, W) float batch.
-        theta: (B, 2, 3) sampling matrices, e.g. from `affine_matrices`.
-        fill: Value of pixels that come from outside the image.
-        mode: "bilinear", "nearest" or "bicubic".
-
-    Returns:
-        The resampled batch, in the memory format of `x`.
-    """
-    grid = affine_grid(theta, (x.shape[2], x.shape[3]), x.dtype)
-    # the interpolation weights sum to 1, so shifting by `fill` around a zero-padded sample
-    # is exactly "pixels from outside equal fill"
-    source = x - fill if fill else x
-    out = F.grid_sample(source, grid, mode=mode, padding_mode="zeros", align_corners=False)
-    return _same_format(out + fill if fill else out, x)
 
 
 _MODES = ("bilinear", "nearest", "bicubic")
@@ -250,8 +159,8 @@ class RandomAffine:
     mode: str = "bilinear"
 
     def __post_init__(self) -> None:
-        self.degrees = _nonnegative("degrees", self.degrees, high=360)
-        self.shear = _nonnegative("shear", self.shear, high=90)
+        self.degrees = _number("degrees", self.degrees, 0, 360, high_open=True)
+        self.shear = _number("shear", self.shear, 0, 90, high_open=True)
         self.translate = _pair("translate", self.translate, 0.0, 1.0, ordered=False)
         self.scale = _pair("scale", self.scale, 1e-3, math.inf)
         if self.mode not in _MODES:
@@ -260,19 +169,18 @@ class RandomAffine:
     def sample(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """Returns (B, 2, 3) sampling matrices drawn for this batch."""
         B, _, H, W = x.shape
-        u = _rand(generator, (B, 5), x.device, torch.float64) * 2 - 1  # (B, 5) in [-1, 1)
-        angle = u[:, 0] * self.degrees
-        translate = u[:, 1:3] * torch.tensor(
-            [self.translate[0] * W, self.translate[1] * H], device=x.device
-        )
-        low, high = self.scale
-        scale = low + (high - low) * (u[:, 3] + 1) / 2
-        shear = u[:, 4] * self.shear
+        (tx, ty), (s0, s1) = self.translate, self.scale
+        # columns: angle (deg), shift x (px), shift y (px), scale, shear (deg)
+        low = [-self.degrees, -tx * W, -ty * H, s0, -self.shear]
+        span = [2 * self.degrees, 2 * tx * W, 2 * ty * H, s1 - s0, 2 * self.shear]
+        u = _rand(generator, (B, 5), x.device)
+        p = torch.addcmul(_tensor(low, u), u, _tensor(span, u))  # (B, 5): low + u * span
+        angle, translate, scale, shear = p[:, 0], p[:, 1:3], p[:, 3], p[:, 4]
         return affine_matrices(angle, translate, scale, shear, (H, W))
 
     def apply(self, x: Tensor, theta: Tensor) -> Tensor:
         """Resamples `x` through `theta` (from `sample`)."""
-        return apply_affine(x, theta, self.fill, self.mode)
+        return _same_format(apply_affine(x, theta, self.fill, self.mode), x)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         _check_batch(x, "RandomAffine")
@@ -356,7 +264,7 @@ class RandomErasing:
     value: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_probability("p", self.p)
+        self.p = _number("p", self.p, 0, 1)
         self.scale = _pair("scale", self.scale, 1e-9, 1.0)
         self.ratio = _pair("ratio", self.ratio, 1e-9, math.inf)
 
@@ -364,9 +272,9 @@ class RandomErasing:
         """Returns (B, 4) int64 boxes (y0, x0, h, w); h = w = 0 where nothing is erased."""
         B, _, H, W = x.shape
         T = _ERASE_ATTEMPTS
-        u = _rand(generator, (B, 2 * T + 3), x.device, torch.float64)
+        u = _rand(generator, (B, 2 * T + 3), x.device)
         (s0, s1), (r0, r1) = self.scale, self.ratio
-        area = (s0 + (s1 - s0) * u[:, :T]) * (H * W)  # (B, T) pixels
+        area = u[:, :T] * ((s1 - s0) * H * W) + s0 * H * W  # (B, T) pixels
         ratio = torch.exp(math.log(r0) + math.log(r1 / r0) * u[:, T : 2 * T])  # (B, T)
         h = (area * ratio).sqrt().round()
         w = (area / ratio).sqrt().round()
