@@ -48,6 +48,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max global grad norm; None = off
     augment: Any = "flip,crop"  # see cnnlab.data.augment.build_augment
     early_stopping: int | None = None  # patience in epochs on the monitored loss
+    tta: bool = False  # evaluate on the mean prediction of each image and its mirror image
     # Speed.
     channels_last: bool = True  # NHWC is faster for convs on x86 oneDNN
     bf16: bool = False  # bf16 autocast: faster only on CPUs with native bf16 matmul

@@ -177,3 +177,14 @@ def test_model_that_does_not_fit_the_data(bars: ImageDataset, quick_config: Trai
     model = create_model("resnet_mini", num_classes=10)
     with pytest.raises(ShapeMismatchError, match=r"outputs \(10,\).*3 classes"):
         Trainer(model, quick_config).fit(bars)
+
+
+def test_tta_averages_the_image_and_its_mirror(bars: ImageDataset, quick_config: TrainConfig) -> None:
+    quick_config.epochs, quick_config.limit_batches = 1, 2
+    trainer = fit(quick_config, bars)
+    images = bars.x_test[:8]
+    plain = trainer.predict(images)
+    mirrored = trainer.predict(images.flip(3))
+    trainer.config.tta = True
+    assert torch.allclose(trainer.predict(images), (plain + mirrored) / 2, atol=1e-5)
+    assert torch.allclose(trainer.predict(images).sum(1), torch.ones(8), atol=1e-5)

@@ -87,7 +87,9 @@ class BatchLoader:
                 images, labels = self.images[sl], self.labels[sl]
             else:
                 idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-                images, labels = self.images[idx], self.labels[idx]
+                # index_select is ~10x faster than images[idx] for uint8 gathers here.
+                images = self.images.index_select(0, idx)
+                labels = self.labels.index_select(0, idx)
             x = images.to(torch.float32).div_(255)
             if self.augment is not None:
                 assert self.generator is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import csv
 import io
 import time
@@ -189,21 +190,22 @@ class Trainer:
     @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, num_classes) for uint8 images (N, C, H, W)."""
-        return torch.cat([logits.float().softmax(1) for logits, _ in self._logits(images)])
+        return torch.cat([log_probs.exp() for log_probs, _ in self._log_probs(images)])
 
     @torch.inference_mode()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """Mean loss (without label smoothing) and accuracy on uint8 images and labels."""
         loss_sum, correct, seen = 0.0, 0, 0
-        for logits, y in self._logits(images, labels):
-            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
+        for log_probs, y in self._log_probs(images, labels):
+            loss_sum += nn.functional.nll_loss(log_probs, y, reduction="sum").item()
+            correct += int((log_probs.argmax(1) == y).sum())
             seen += len(y)
         return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "n": seen}
 
-    def _logits(
+    def _log_probs(
         self, images: torch.Tensor, labels: torch.Tensor | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of float32 log-probabilities, averaged over the mirror image with ``tta``."""
         cfg = self.config
         labels = labels if labels is not None else torch.zeros(len(images), dtype=torch.int64)
         limit = 1 if cfg.fast_dev_run else cfg.limit_eval_batches
@@ -214,7 +216,11 @@ class Trainer:
         self.model.eval()
         for x, y in loader:
             with self._autocast():
-                yield self.model(x), y
+                log_probs = self.model(x).float().log_softmax(1)
+                if cfg.tta:
+                    mirrored = self.model(x.flip(3)).float().log_softmax(1)
+                    log_probs = torch.logaddexp(log_probs, mirrored) - math.log(2)
+            yield log_probs, y
 
     # -- helpers ---------------------------------------------------------------------------
 
