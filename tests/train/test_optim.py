@@ -12,7 +12,9 @@ from cnnlab.errors import ConfigError, UnknownNameError
 from cnnlab.train.optim import OPTIMIZERS, Schedule, build_optimizer
 
 
-def lrs(config: TrainConfig, steps_per_epoch: int, losses: list[float] | None = None) -> list[float]:
+def lrs(
+    config: TrainConfig, steps_per_epoch: int, losses: list[float] | None = None
+) -> list[float]:
     """The learning rate used at each batch (and, for plateau, each epoch)."""
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], config)
     schedule = Schedule(opt, config, steps_per_epoch)
@@ -80,7 +82,9 @@ def test_unknown_names_and_bad_values() -> None:
     with pytest.raises(UnknownNameError, match="unknown optimizer 'lbfgs'"):
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], TrainConfig(optimizer="lbfgs"))
     with pytest.raises(UnknownNameError, match="unknown schedule 'exp'"):
-        Schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), TrainConfig(schedule="exp"), 1)
+        Schedule(
+            torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), TrainConfig(schedule="exp"), 1
+        )
     with pytest.raises(ConfigError, match="received epochs=0"):
         TrainConfig(epochs=0)
     with pytest.raises(ConfigError, match="received lr='fast'"):

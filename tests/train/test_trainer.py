@@ -179,7 +179,9 @@ def test_model_that_does_not_fit_the_data(bars: ImageDataset, quick_config: Trai
         Trainer(model, quick_config).fit(bars)
 
 
-def test_tta_averages_the_image_and_its_mirror(bars: ImageDataset, quick_config: TrainConfig) -> None:
+def test_tta_averages_the_image_and_its_mirror(
+    bars: ImageDataset, quick_config: TrainConfig
+) -> None:
     quick_config.epochs, quick_config.limit_batches = 1, 2
     trainer = fit(quick_config, bars)
     images = bars.x_test[:8]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import csv
 import io
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
