@@ -56,7 +56,8 @@ def test_train_writes_the_run_folder(trained: Path, capsys: pytest.CaptureFixtur
     assert metrics["test_accuracy"] > 0.9 and metrics["epochs"] == 3
     assert main(["evaluate", str(trained)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=0.02)
+    # Same model, same TTA; at most one of the 96 images may flip on float noise.
+    assert result["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=0.011)
 
 
 def test_predict_reports_bad_files_and_predicts_the_rest(

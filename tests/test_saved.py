@@ -53,3 +53,16 @@ def test_damaged_saved_models_are_typed_errors(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="do not fit resnet_mini"):
         cnnlab.load(folder)
+
+
+def test_a_model_trained_with_tta_predicts_with_tta(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = cnnlab.create_model("resnet_mini", widths=[8, 16], blocks=[1, 1], num_classes=3)
+    folder = cnnlab.save(model, tmp_path / "m", extra={"tta": True})
+    loaded = cnnlab.load(folder)
+    images = torch.randint(0, 256, (4, 1, 12, 12), dtype=torch.uint8)
+    with_tta = probabilities(loaded, images)
+    loaded.cnnlab_config["tta"] = False
+    plain, mirrored = probabilities(loaded, images), probabilities(loaded, images.flip(3))
+    assert torch.allclose(with_tta, (plain + mirrored) / 2, atol=1e-6)
+    assert not torch.allclose(with_tta, plain, atol=1e-4)

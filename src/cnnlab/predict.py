@@ -27,13 +27,20 @@ class Prediction:
 
 @torch.inference_mode()
 def probabilities(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Softmax outputs (N, K) of a loaded model for uint8 images (N, C, H, W)."""
+    """Softmax outputs (N, K) of a loaded model for uint8 images (N, C, H, W).
+
+    A model trained with ``tta`` is evaluated as it was during training: the mean of
+    the prediction for each image and for its mirror image.
+    """
     config = config_of(model)
     model.eval()
-    outs = [
-        model(preprocess(images[i : i + batch_size], config)).float().softmax(1)
-        for i in range(0, len(images), batch_size)
-    ]
+    outs = []
+    for i in range(0, len(images), batch_size):
+        x = preprocess(images[i : i + batch_size], config)
+        probs = model(x).float().softmax(1)
+        if config.get("tta"):
+            probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
+        outs.append(probs)
     return torch.cat(outs) if outs else torch.empty(0)
 
 
@@ -44,7 +51,7 @@ def evaluate_model(
     probs = probabilities(model, images)
     picked = probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
     return {
-        "accuracy": float((probs.argmax(1) == labels).float().mean()),
+        "accuracy": int((probs.argmax(1) == labels).sum()) / max(len(labels), 1),
         "loss": float(-picked.log().mean()),
         "n": len(labels),
     }

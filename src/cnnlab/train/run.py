@@ -70,7 +70,11 @@ def run_training(
             input_shape=data.input_shape,
             mean=trainer.normalize.mean.flatten().tolist(),
             std=trainer.normalize.std.flatten().tolist(),
-            extra={"dataset": config.dataset, "dataset_args": config.dataset_args},
+            extra={
+                "dataset": config.dataset,
+                "dataset_args": config.dataset_args,
+                "tta": config.tta,
+            },
         )
         write_json(run_dir / "metrics.json", metrics)
     return metrics
