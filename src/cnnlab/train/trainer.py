@@ -108,22 +108,7 @@ class Trainer:
         # 5. The loop: train an epoch, validate, record, checkpoint.
         while self.epoch < epochs and not self.stop_training:
             self._emit("before_epoch")
-            started = time.perf_counter()
-            train_loss, train_acc, seen = self._train_epoch(train_loader)
-            seconds = time.perf_counter() - started
-            row = {
-                "epoch": self.epoch + 1,
-                "train_loss": train_loss,
-                "train_accuracy": train_acc,
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-                "images_per_second": seen / seconds,
-            }
-            if x_val is not None and y_val is not None:
-                val = self.evaluate(x_val, y_val)
-                row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
-            self.monitored_loss = row.get("val_loss", train_loss)
-            self.schedule.after_epoch(self.monitored_loss)
+            row = self._run_epoch(train_loader, x_val, y_val)
             self.history.append(row)
             self.epoch += 1
             self.log(_epoch_line(row, epochs))
@@ -132,6 +117,28 @@ class Trainer:
                 self._checkpoint()
         self._emit("after_fit")
         return self.history
+
+    def _run_epoch(
+        self, loader: BatchLoader, x_val: torch.Tensor | None, y_val: torch.Tensor | None
+    ) -> dict[str, float]:
+        """Train one epoch, validate, step the per-epoch schedule; returns the history row."""
+        started = time.perf_counter()
+        train_loss, train_acc, seen = self._train_epoch(loader)
+        seconds = time.perf_counter() - started
+        row = {
+            "epoch": self.epoch + 1,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "images_per_second": seen / seconds,
+        }
+        if x_val is not None and y_val is not None:
+            val = self.evaluate(x_val, y_val)
+            row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
+        self.monitored_loss = row.get("val_loss", train_loss)
+        self.schedule.after_epoch(self.monitored_loss)
+        return row
 
     def _train_epoch(self, loader: BatchLoader) -> tuple[float, float, int]:
         cfg = self.config
