@@ -12,7 +12,7 @@ import torch
 from cnnlab import create_model
 from cnnlab.config import TrainConfig
 from cnnlab.data.dataset import ImageDataset
-from cnnlab.errors import CheckpointError, ShapeMismatchError, TrainingDivergedError
+from cnnlab.errors import CheckpointError, ConfigError, ShapeMismatchError, TrainingDivergedError
 from cnnlab.train import Callback, EarlyStopping, Trainer, load_checkpoint
 from cnnlab.train.run import build_model
 
@@ -190,3 +190,14 @@ def test_tta_averages_the_image_and_its_mirror(
     trainer.config.tta = True
     assert torch.allclose(trainer.predict(images), (plain + mirrored) / 2, atol=1e-5)
     assert torch.allclose(trainer.predict(images).sum(1), torch.ones(8), atol=1e-5)
+
+
+def test_resume_refuses_a_new_length_for_a_whole_run_schedule(
+    bars: ImageDataset, quick_config: TrainConfig
+) -> None:
+    quick_config.epochs, quick_config.limit_batches = 1, 1
+    fit(quick_config, bars)
+    quick_config.epochs = 2  # onecycle was laid out for 1 epoch
+    trainer = Trainer(build_model(quick_config, bars), quick_config)
+    with pytest.raises(ConfigError, match=r"epochs=1 with the onecycle schedule.*epochs=2"):
+        trainer.fit(bars, resume=True)

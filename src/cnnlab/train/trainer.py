@@ -19,7 +19,12 @@ from cnnlab.config import TrainConfig
 from cnnlab.data.augment import build_augment
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import BatchLoader, Normalize
-from cnnlab.errors import CheckpointError, ShapeMismatchError, TrainingDivergedError
+from cnnlab.errors import (
+    CheckpointError,
+    ConfigError,
+    ShapeMismatchError,
+    TrainingDivergedError,
+)
 from cnnlab.io import atomic_write_text
 from cnnlab.train.callbacks import Callback, EarlyStopping
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
@@ -291,6 +296,14 @@ class Trainer:
         if not path.exists():
             raise CheckpointError(f"{path}: no checkpoint to resume from")
         state = load_checkpoint(path)
+        saved_epochs = state.get("config", {}).get("epochs", self.config.epochs)
+        if saved_epochs != self.config.epochs and self.config.schedule in ("onecycle", "cosine"):
+            # These schedules are laid out over the whole run; a new length would not fit.
+            raise ConfigError(
+                f"{path} was written for epochs={saved_epochs} with the {self.config.schedule} "
+                f"schedule, received epochs={self.config.epochs}; resume with "
+                f"--epochs {saved_epochs}"
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
