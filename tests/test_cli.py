@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.data.dataset import ImageDataset
 from cnnlab.train.checkpoint import load_checkpoint
-from conftest import make_bars
 
 QUICK = [
     "--model-args", "{widths: [8, 16], blocks: [1, 1]}",
@@ -25,13 +25,11 @@ QUICK = [
 
 
 @pytest.fixture(scope="module")
-def bars_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bars_npz(bars: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "bars.npz"
-    x_train, y_train = make_bars(384, seed=0)
-    x_test, y_test = make_bars(96, seed=1)
     np.savez(
-        path, x_train=x_train.numpy(), y_train=y_train.numpy(), x_test=x_test.numpy(),
-        y_test=y_test.numpy(), classes=np.array(["vertical", "horizontal", "diag"]),
+        path, x_train=bars.x_train.numpy(), y_train=bars.y_train.numpy(),
+        x_test=bars.x_test.numpy(), y_test=bars.y_test.numpy(), classes=np.array(bars.classes),
     )  # fmt: skip
     return path
 
