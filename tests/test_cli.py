@@ -160,3 +160,26 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_continues(bars_npz: Path, tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {checkpoint} after epoch {done}" in resumed.stdout
     assert load_checkpoint(checkpoint)["epoch"] == done + 2
+
+
+def test_explain_prints_the_seed_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "pool"]) == 0
+    out = capsys.readouterr().out
+    assert "y[0,0] = max(1, 2, 3, 0) = 3" in out and "  3 5\n  2 4" in out
+    assert main(["explain", "conv", "--image", "1 2 3; 4 5 6", "--kernel", "1 1; 1 1"]) == 0
+    assert "y[0,1] = 2*1 + 3*1 + 5*1 + 6*1 = 16" in capsys.readouterr().out
+    assert main(["explain", "backprop"]) == 0
+    assert "Kernel flipped 180°" in capsys.readouterr().out
+    assert main(["explain", "conv", "--image", "1 2; x 3"]) == 2
+    assert "Expected numbers only" in capsys.readouterr().err
+
+
+def test_reference_engine_imports_without_torch() -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import cnnlab.reference.examples as ex\n"
+        "print(ex.max_pool_example().tolist())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[[3.0, 5.0], [2.0, 4.0]]"

@@ -1,7 +1,11 @@
 """cnnlab: convolutional neural networks — build, train fast on a small CPU, inspect, ship."""
 
+from __future__ import annotations
+
+import importlib
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -12,9 +16,27 @@ if "torch" not in sys.modules:
     # collapse (BENCHMARKS.md). Only a default: a value the user set wins.
     os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
-from cnnlab.config import TrainConfig
-from cnnlab.models import create_model, list_models
-from cnnlab.saved import load, save
-from cnnlab.train.trainer import Trainer
+if TYPE_CHECKING:
+    from cnnlab.config import TrainConfig
+    from cnnlab.models import create_model, list_models
+    from cnnlab.saved import load, save
+    from cnnlab.train.trainer import Trainer
+
+# The public API, imported on first use: `import cnnlab.reference` (NumPy only) must
+# work without loading torch.
+_EXPORTS = {
+    "TrainConfig": "cnnlab.config",
+    "Trainer": "cnnlab.train.trainer",
+    "create_model": "cnnlab.models",
+    "list_models": "cnnlab.models",
+    "load": "cnnlab.saved",
+    "save": "cnnlab.saved",
+}
 
 __all__ = ["TrainConfig", "Trainer", "__version__", "create_model", "list_models", "load", "save"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The `cnnlab` command: train | evaluate | predict | summary | models | datasets."""
+"""The `cnnlab` command: train | evaluate | predict | summary | models | datasets | explain."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -148,6 +149,51 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+# Seed 001's worked examples: the 4x4 max-pool and a 4x3 image under a 2x2 kernel.
+EXAMPLE_POOL = "1 2 5 3; 3 0 1 2; 2 1 3 4; 1 1 2 0"
+EXAMPLE_IMAGE = "1 2 3; 4 5 6; 7 8 9; 10 11 12"
+EXAMPLE_KERNEL = "1 0; 2 -1"
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from cnnlab.reference import explain
+
+    try:
+        default = EXAMPLE_POOL if args.what == "pool" else EXAMPLE_IMAGE
+        image = explain.parse_matrix(args.image or default)
+        if args.what == "pool":
+            print(explain.explain_pool(image, size=args.size))
+            return 0
+        kernel = explain.parse_matrix(args.kernel)
+        if args.what == "conv":
+            print(explain.explain_conv(image, kernel, stride=args.stride, padding=args.padding))
+            return 0
+        rows = image.shape[0] - kernel.shape[0] + 1
+        cols = image.shape[1] - kernel.shape[1] + 1
+        grad = args.grad or "; ".join(" ".join(["1"] * cols) for _ in range(rows))
+        print(explain.explain_backprop(image, kernel, explain.parse_matrix(grad)))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return 0
+
+
+def _add_explain(sub: Any) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="a worked example, every dot product written out",
+        description="Print a convolution, a max-pool or conv backprop step by step for "
+        "small matrices you give (rows separated by ';'). Defaults are seed 001's examples.",
+    )
+    p.add_argument("what", choices=["conv", "pool", "backprop"])
+    p.add_argument("--image", help="the input matrix, e.g. '1 2 3; 4 5 6; 7 8 9'")
+    p.add_argument("--kernel", default=EXAMPLE_KERNEL, help="the filter (conv, backprop)")
+    p.add_argument("--grad", help="gradient of the loss w.r.t. the output (backprop; default ones)")
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--padding", type=int, default=0)
+    p.add_argument("--size", type=int, default=2, help="pooling window (pool)")
+    p.set_defaults(func=cmd_explain, image=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -182,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="list known datasets")
     p.set_defaults(func=cmd_datasets)
+
+    _add_explain(sub)
     return parser
 
 
