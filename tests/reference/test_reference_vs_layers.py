@@ -29,8 +29,6 @@ def test_params_and_flops_formulas_match_the_layers(
     assert conv_param_count(kernel, in_channels, out_channels) == counted
     assert conv_params(in_channels, out_channels, kernel) == counted
     out = layer(torch.zeros(1, in_channels, size, size))
-        torch.zeros(1, in_channels, size + 2 * padding, size + 2 * padding)[..., :size, :size]
-    )
     h, w = out.shape[2:]
     assert h == conv_output_size(size, kernel, stride, padding)
     # 2 FLOPs per multiply-add: the reference's FLOPs are twice the layer library's MACs.
