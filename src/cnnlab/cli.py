@@ -122,14 +122,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
     from cnnlab.models import create_model, list_models, model_info
 
     print(f"{'name':<16} {'params':>12} {'input':<10} {'paper':<28} year")
     for name in list_models(args.pattern):
         info = model_info(name)
-        params = sum(
-            p.numel() for p in create_model(name, in_channels=info.input_shape[0]).parameters()
-        )
+        with torch.device("meta"):  # shapes only: no memory, no init time
+            model = create_model(name, in_channels=info.input_shape[0])
+        params = sum(p.numel() for p in model.parameters())
         shape = "x".join(map(str, info.input_shape))
         print(f"{name:<16} {params:>12,} {shape:<10} {info.paper:<28} {info.year}")
     return 0

@@ -55,3 +55,12 @@ def check_num_classes(num_classes: int) -> None:
     """Raise ConfigError unless ``num_classes`` is a positive int."""
     if num_classes < 1:
         raise ConfigError(f"Expected num_classes >= 1, received num_classes={num_classes}")
+
+
+def check_min_size(model: nn.Module, x: torch.Tensor, min_size: int) -> None:
+    """Raise ShapeMismatchError when H or W of ``x`` is below ``min_size``."""
+    if min(x.shape[-2:]) < min_size:
+        raise ShapeMismatchError(
+            f"{type(model).__name__} needs input at least {min_size}x{min_size}, "
+            f"received {tuple(x.shape)}"
+        )

@@ -25,6 +25,8 @@ class ModelInfo:
     paper: str  # short citation, e.g. "LeCun et al. 1998"
     year: int
     fixed_input: bool  # built for one image size: the builder takes ``input_size``
+    # A small input that still runs every layer: what fast tests feed it (None: input_shape).
+    test_input_shape: tuple[int, int, int] | None = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -37,13 +39,16 @@ def register_model(
     paper: str,
     year: int,
     fixed_input: bool = False,
+    test_input_shape: tuple[int, int, int] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator that adds a builder to the registry under ``name``."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ConfigError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = ModelInfo(name, builder, input_shape, paper, year, fixed_input)
+        _REGISTRY[name] = ModelInfo(
+            name, builder, input_shape, paper, year, fixed_input, test_input_shape
+        )
         return builder
 
     return decorate
