@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 from cnnlab import create_model
 from cnnlab.config import TrainConfig
@@ -201,3 +202,36 @@ def test_resume_refuses_a_new_length_for_a_whole_run_schedule(
     trainer = Trainer(build_model(quick_config, bars), quick_config)
     with pytest.raises(ConfigError, match=r"epochs=1 with the onecycle schedule.*epochs=2"):
         trainer.fit(bars, resume=True)
+
+
+class WithAuxHead(nn.Module):
+    """A toy model with a side classifier, in the GoogLeNet contract."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(144, 16), nn.ReLU())
+        self.main, self.aux = nn.Linear(16, 3), nn.Linear(16, 3)
+        self.aux_outputs: tuple[torch.Tensor, ...] = ()
+        self.aux_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        if self.training:
+            self.aux_outputs = (self.aux(h),)
+        return self.main(h)
+
+    def auxiliary_loss(self, criterion: nn.Module, target: torch.Tensor) -> torch.Tensor:
+        self.aux_calls += 1
+        (aux,) = self.aux_outputs
+        return 0.3 * criterion(aux, target)
+
+
+def test_auxiliary_loss_is_added_and_trains_the_side_head(
+    bars: ImageDataset, quick_config: TrainConfig
+) -> None:
+    quick_config.epochs, quick_config.limit_batches, quick_config.channels_last = 1, 3, False
+    model = WithAuxHead()
+    before = model.aux.weight.detach().clone()
+    Trainer(model, quick_config).fit(bars)
+    assert model.aux_calls == 3
+    assert not torch.equal(model.aux.weight, before)  # only the auxiliary loss reaches it

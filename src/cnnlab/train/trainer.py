@@ -106,6 +106,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
         self.schedule = Schedule(self.optimizer, cfg, len(train_loader))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        # Models with auxiliary heads define auxiliary_loss(criterion, target), computed
+        # from their last training forward; it is added to the main loss.
+        self.auxiliary_loss = getattr(self.model, "auxiliary_loss", None)
         # 4. Pick up where a previous run stopped.
         if resume:
             self._restore()
@@ -162,6 +165,8 @@ class Trainer:
                 with self._autocast():
                     logits = self.model(x)
                     loss = self.criterion(logits, y)
+                    if self.auxiliary_loss is not None:  # e.g. GoogLeNet's side classifiers
+                        loss = loss + self.auxiliary_loss(self.criterion, y)
                 if not torch.isfinite(loss):
                     self._diverged(float(loss.detach()))
                 self.optimizer.zero_grad(set_to_none=True)
