@@ -98,7 +98,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from cnnlab.inspect.summary import format_summary, summary
+    from cnnlab.inspect.summary import format_summary, group_rows, summary, totals
     from cnnlab.models import create_model, model_info
     from cnnlab.saved import config_of, load
 
@@ -113,11 +113,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
         shape = tuple(int(s) for s in args.input_shape.split(","))
     if len(shape) != 3:
         raise ConfigError(f"Expected --input-shape C,H,W, received {args.input_shape!r}")
+    if args.batch_size < 1 or (args.depth is not None and args.depth < 1):
+        raise ConfigError(
+            f"Expected --batch-size >= 1 and --depth >= 1, "
+            f"received {args.batch_size} and {args.depth}"
+        )
     rows = summary(model, shape)
     if args.json:
-        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        shown = group_rows(rows, model, args.depth) if args.depth else rows
+        report = {
+            "rows": [{**dataclasses.asdict(r), "flops": r.flops} for r in shown],
+            "totals": totals(rows, model, args.batch_size),
+        }
+        print(json.dumps(report, indent=2))
     else:
-        print(format_summary(rows, model))
+        print(format_summary(rows, model, depth=args.depth, batch_size=args.batch_size))
     return 0
 
 
@@ -218,10 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("summary", help="per-layer output shapes and parameters")
+    p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, memory and rf")
     p.add_argument("model", help="registered model name or saved model folder")
     p.add_argument("--input-shape", help="C,H,W (default: the model's own)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--batch-size", type=int, default=1, help="for MACs and memory totals")
+    p.add_argument("--depth", type=int, help="group rows by the first D parts of their names")
+    p.add_argument("--json", action="store_true", help="rows and totals as JSON")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("models", help="list registered models")
