@@ -110,9 +110,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
         shape = info.input_shape
         model = create_model(args.model, in_channels=shape[0])
     if args.input_shape:
-        shape = tuple(int(s) for s in args.input_shape.split(","))
+        text = args.input_shape.replace("x", ",")
+        try:
+            shape = tuple(int(s) for s in text.split(","))
+        except ValueError:
+            shape = ()
     if len(shape) != 3:
-        raise ConfigError(f"Expected --input-shape C,H,W, received {args.input_shape!r}")
+        raise ConfigError(f"Expected --input C,H,W or CxHxW, received {args.input_shape!r}")
     if args.batch_size < 1 or (args.depth is not None and args.depth < 1):
         raise ConfigError(
             f"Expected --batch-size >= 1 and --depth >= 1, "
@@ -230,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, memory and rf")
     p.add_argument("model", help="registered model name or saved model folder")
-    p.add_argument("--input-shape", help="C,H,W (default: the model's own)")
+    p.add_argument(
+        "--input",
+        "--input-shape",
+        dest="input_shape",
+        help="C,H,W or CxHxW (default: the model's own)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="for MACs and memory totals")
     p.add_argument("--depth", type=int, help="group rows by the first D parts of their names")
     p.add_argument("--json", action="store_true", help="rows and totals as JSON")

@@ -45,6 +45,9 @@ def test_contract_and_a_few_steps_lower_the_loss(name: str) -> None:
     for _ in range(2 if big else 8):
         torch.manual_seed(1)  # same dropout masks each step: only the weights change
         loss = nn.functional.cross_entropy(model(x), y)
+        aux = getattr(model, "auxiliary_loss", None)  # side heads train through it, as in fit
+        if aux is not None:
+            loss = loss + aux(nn.CrossEntropyLoss(), y)
         assert torch.isfinite(loss)
         opt.zero_grad()
         loss.backward()

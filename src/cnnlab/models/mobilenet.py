@@ -1,0 +1,167 @@
+"""MobileNet v1 (Howard et al. 2017, "MobileNets: efficient convolutional neural networks
+for mobile vision applications") and MobileNet v2 (Sandler et al. 2018, "MobileNetV2:
+inverted residuals and linear bottlenecks"), width multiplier 1.0."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.layers.blocks import InvertedResidual, conv1x1
+from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.registry import register_model
+
+# Both nets halve the side five times: 32x32 is the smallest input that keeps 1x1 maps.
+MIN_SIZE = 32
+
+
+def conv_bn_act(
+    in_channels: int, out_channels: int, stride: int, act_layer: type[nn.Module]
+) -> nn.Sequential:
+    """3x3 conv (padding 1, no bias) + BN + activation: the stem of both nets."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        act_layer(inplace=True),
+    )
+
+
+def depthwise_separable(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    """MobileNet v1's unit (paper, Fig. 3): 3x3 depthwise + BN + ReLU, 1x1 pointwise + BN + ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(
+            in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels, bias=False
+        ),
+        nn.BatchNorm2d(in_channels),
+        nn.ReLU(inplace=True),
+        conv1x1(in_channels, out_channels),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+# (out_channels, stride) of the 13 depthwise-separable units; Howard et al. 2017, Table 1.
+MOBILENET_V1_UNITS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)]
+MOBILENET_V1_UNITS += [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+
+# (expand_ratio t, out_channels c, repeats n, first stride s); Sandler et al. 2018, Table 2.
+MOBILENET_V2_STAGES = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
+
+
+class MobileNetV1(Classifier):
+    """3x3/2 conv stem, 13 depthwise-separable units, global average pool, linear.
+
+    Args:
+        in_channels: image channels.
+        num_classes: outputs of the last layer.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 1000) -> None:
+        super().__init__()
+        check_num_classes(num_classes)
+        self.in_channels, self.num_classes = in_channels, num_classes
+        layers: list[nn.Module] = [conv_bn_act(in_channels, 32, 2, nn.ReLU)]  # (B, 32, H/2, W/2)
+        channels = 32
+        for out_channels, stride in MOBILENET_V1_UNITS:
+            layers.append(depthwise_separable(channels, out_channels, stride))
+            channels = out_channels
+        self.features = nn.Sequential(*layers)  # (B, 1024, H/32, W/32)
+        self.num_features = channels
+        self.head = self._make_head(num_classes)
+        init_weights(self)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        return nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.num_features, num_classes)
+        )
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        check_min_size(self, x, MIN_SIZE)
+
+
+class MobileNetV2(Classifier):
+    """3x3/2 conv stem, 17 inverted residuals, 1x1 conv to 1280, pool, dropout, linear.
+
+    Laid out as torchvision lays it out (ReLU6, dropout 0.2 before the classifier).
+
+    Args:
+        in_channels: image channels.
+        num_classes: outputs of the last layer.
+        dropout: drop probability before the classifier.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 1000, dropout: float = 0.2) -> None:
+        super().__init__()
+        check_num_classes(num_classes)
+        self.in_channels, self.num_classes, self.dropout = in_channels, num_classes, dropout
+        layers: list[nn.Module] = [conv_bn_act(in_channels, 32, 2, nn.ReLU6)]
+        channels = 32
+        for t, c, n, s in MOBILENET_V2_STAGES:
+            for i in range(n):
+                layers.append(InvertedResidual(channels, c, s if i == 0 else 1, t))
+                channels = c
+        self.num_features = 1280
+        layers += [conv1x1(channels, 1280), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True)]
+        self.features = nn.Sequential(*layers)  # (B, 1280, H/32, W/32)
+        self.head = self._make_head(num_classes)
+        init_weights(self)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        return nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(self.dropout),
+            nn.Linear(self.num_features, num_classes),
+        )
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        check_min_size(self, x, MIN_SIZE)
+
+
+def init_weights(model: nn.Module) -> None:
+    """torchvision's MobileNet init: He (fan-out) convs, BN to identity, small linear."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+@register_model(
+    "mobilenet_v1",
+    input_shape=(3, 224, 224),
+    paper="Howard et al. 2017",
+    year=2017,
+    test_input_shape=(3, MIN_SIZE, MIN_SIZE),
+)
+def mobilenet_v1(**kwargs: Any) -> MobileNetV1:
+    return MobileNetV1(**kwargs)
+
+
+@register_model(
+    "mobilenet_v2",
+    input_shape=(3, 224, 224),
+    paper="Sandler et al. 2018",
+    year=2018,
+    test_input_shape=(3, MIN_SIZE, MIN_SIZE),
+)
+def mobilenet_v2(**kwargs: Any) -> MobileNetV2:
+    return MobileNetV2(**kwargs)
