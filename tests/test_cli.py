@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "lenet5" in out and "1,250,858" in out
+    assert main(["models", "resnet50"]) == 0
+    assert re.search(r"25,557,032 +4,089\.2 ", capsys.readouterr().out)  # torchvision: 4.09 GMACs
     assert main(["summary", "lenet5"]) == 0
     assert "120x1x1" in capsys.readouterr().out
     assert main(["datasets"]) == 0

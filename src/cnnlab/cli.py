@@ -138,16 +138,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     import torch
 
+    from cnnlab.inspect.summary import summary
     from cnnlab.models import create_model, list_models, model_info
 
-    print(f"{'name':<16} {'params':>12} {'input':<10} {'paper':<28} year")
+    # The lecture's "speed-accuracy trade-off" view: size and cost at the design input.
+    print(f"{'name':<18} {'params':>12} {'MMACs':>10} {'input':<10} {'paper':<28} year")
     for name in list_models(args.pattern):
         info = model_info(name)
-        with torch.device("meta"):  # shapes only: no memory, no init time
+        with torch.device("meta"):  # shapes only: no memory, no init, no arithmetic
             model = create_model(name, in_channels=info.input_shape[0])
+            macs = sum(row.macs for row in summary(model, info.input_shape))
         params = sum(p.numel() for p in model.parameters())
         shape = "x".join(map(str, info.input_shape))
-        print(f"{name:<16} {params:>12,} {shape:<10} {info.paper:<28} {info.year}")
+        print(
+            f"{name:<18} {params:>12,} {macs / 1e6:>10,.1f} {shape:<10} {info.paper:<28} {info.year}"
+        )
     return 0
 
 
