@@ -186,3 +186,29 @@ def test_reference_engine_imports_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[[3.0, 5.0], [2.0, 4.0]]"
+
+
+def test_inspect_commands_write_pngs(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "bar.png"
+    pixels = np.zeros((12, 12), np.uint8)
+    pixels[:, 5] = 255
+    Image.fromarray(pixels).save(image)
+    runs = {
+        "filters": ["filters", str(trained)],
+        "features": ["features", str(trained), str(image), "--layer", "features.0"],
+        "gradcam": ["attribution", str(trained), str(image)],
+        "occlusion": ["attribution", str(trained), str(image), "--method", "occlusion"],
+        "guided": ["attribution", str(trained), str(image), "--method", "guided"],
+        "maximise": ["maximise", str(trained), "--class", "0", "--steps", "5"],
+        "dream": ["dream", str(trained), str(image), "--layer", "features.4", "--steps", "2"],
+    }
+    for name, args in runs.items():
+        out = tmp_path / f"{name}.png"
+        assert main(["inspect", *args, "-o", str(out)]) == 0, name
+        with Image.open(out) as picture:
+            assert picture.size[0] > 0 and picture.format == "PNG"
+    assert "wrote" in capsys.readouterr().out
+    assert main(["inspect", "features", str(trained), str(image), "--layer", "nope"]) == 2
+    assert "received ['nope']" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The `cnnlab` command: train | evaluate | predict | summary | models | datasets | explain."""
+"""The `cnnlab` command: train | evaluate | predict | summary | inspect | models | datasets | explain."""
 
 from __future__ import annotations
 
@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets)
 
     _add_explain(sub)
+
+    from cnnlab.cli_inspect import add_inspect_parser
+
+    add_inspect_parser(sub)
     return parser
 
 

@@ -32,6 +32,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file respects umask
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -42,6 +43,12 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.io import atomic_open
 
 Normalize = Literal["each", "all"] | None
 FilterMode = Literal["auto", "rgb", "per_channel", "sum"]
@@ -93,15 +93,8 @@ def save_png(array: np.ndarray, path: str | os.PathLike[str], scale: int = 1) ->
         raise ConfigError(f"Expected scale >= 1, received scale={scale}")
     big = array.repeat(scale, axis=0).repeat(scale, axis=1)
     path = Path(path)
-    # A temp file in the same folder makes os.replace an atomic rename.
-    fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(big).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(big).save(f, format="PNG")
     return path
 
 

@@ -1,0 +1,139 @@
+"""`cnnlab inspect ...`: each visualisation as a command that writes a PNG."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # torch loads only when a command runs: `cnnlab --help` stays instant
+    import torch
+    from torch import nn
+
+ATTRIBUTIONS = ("gradcam", "saliency", "smoothgrad", "occlusion", "guided", "deconvnet")
+
+
+def _model(spec: str) -> tuple[nn.Module, dict[str, Any], tuple[int, int, int]]:
+    """A saved model folder (trained weights) or a registry name (random weights)."""
+    from cnnlab.models import create_model, model_info
+    from cnnlab.saved import config_of, load
+
+    if Path(spec).is_dir():
+        model = load(spec)
+        config = config_of(model)
+        c, h, w = config["input_shape"]
+        return model, config, (c, h, w)
+    shape = model_info(spec).input_shape
+    return create_model(spec, in_channels=shape[0]).eval(), {}, shape
+
+
+def _image(path: str, config: dict[str, Any], shape: tuple[int, int, int]) -> torch.Tensor:
+    """One image file -> the normalised (1, C, H, W) input the model expects."""
+    from cnnlab.predict import read_image
+    from cnnlab.saved import preprocess
+
+    return preprocess(read_image(path, shape)[None], config)
+
+
+def _to_display(x: torch.Tensor) -> Any:
+    """A (1, C, H, W) tensor as a uint8 picture, stretched to its own range."""
+    from cnnlab.inspect.visualize import image_grid
+
+    return image_grid(x.detach(), ncols=1, pad=0, normalize="each")
+
+
+def cmd_filters(args: argparse.Namespace) -> Path:
+    from cnnlab.inspect.visualize import filter_grid, save_png
+
+    model, _, _ = _model(args.model)
+    return save_png(filter_grid(model, layer=args.layer, mode=args.mode), args.output, scale=8)
+
+
+def cmd_features(args: argparse.Namespace) -> Path:
+    from cnnlab.inspect.visualize import feature_map_grid, feature_maps, save_png
+
+    model, config, shape = _model(args.model)
+    maps = feature_maps(model, _image(args.image, config, shape), args.layer)
+    return save_png(feature_map_grid(maps[args.layer]), args.output, scale=4)
+
+
+def cmd_attribution(args: argparse.Namespace) -> Path:
+    import torch
+
+    from cnnlab.inspect import attribution
+    from cnnlab.inspect.visualize import save_png
+
+    model, config, shape = _model(args.model)
+    x = _image(args.image, config, shape)
+    target = None if args.target is None else torch.tensor([args.target])
+    if args.method == "gradcam":
+        heat = attribution.grad_cam(model, x, target, layer=args.layer)
+    elif args.method == "occlusion":
+        heat = attribution.occlusion(model, x, target, patch=max(2, shape[1] // 7))
+    else:
+        method = {"guided": "guided_backprop"}.get(args.method, args.method)
+        heat = getattr(attribution, method)(model, x, target)
+    picture = attribution.overlay(_to_display(x), heat[0].detach(), alpha=0.5)
+    return save_png(picture, args.output, scale=4)
+
+
+def cmd_maximise(args: argparse.Namespace) -> Path:
+    from cnnlab.inspect.dream import activation_maximisation
+    from cnnlab.inspect.visualize import save_png
+
+    model, _, shape = _model(args.model)
+    kind: Literal["channel", "class"] = "class" if args.cls is not None else "channel"
+    target = args.cls if args.cls is not None else args.channel
+    image, history = activation_maximisation(
+        model, target, kind=kind, layer=args.layer, steps=args.steps, input_shape=shape
+    )
+    print(f"{kind} {target}: activation {history[0]:.4g} -> {history[-1]:.4g}")
+    return save_png(_to_display(image), args.output, scale=4)
+
+
+def cmd_dream(args: argparse.Namespace) -> Path:
+    from cnnlab.inspect.dream import deep_dream
+    from cnnlab.inspect.visualize import save_png
+
+    model, config, shape = _model(args.model)
+    dreamed = deep_dream(model, _image(args.image, config, shape), args.layer, steps=args.steps)
+    return save_png(_to_display(dreamed), args.output, scale=4)
+
+
+def add_inspect_parser(sub: Any) -> None:
+    """Register `cnnlab inspect filters|features|attribution|maximise|dream`."""
+    parser = sub.add_parser("inspect", help="visualise what a model learned (PNG files)")
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    model_help = "saved model folder (e.g. runs/demo) or a registry name (random weights)"
+
+    def add(name: str, func: Any, help: str, image: bool = False) -> argparse.ArgumentParser:
+        p = kinds.add_parser(name, help=help)
+        p.add_argument("model", help=model_help)
+        if image:
+            p.add_argument("image", help="an image file")
+        p.add_argument("-o", "--output", default=f"{name}.png", help="PNG to write")
+        p.set_defaults(func=lambda args: _report(func(args)))
+        return p
+
+    p = add("filters", cmd_filters, "learned filters of a conv layer as a grid")
+    p.add_argument("--layer", help="conv layer name (default: the first conv)")
+    p.add_argument("--mode", default="auto", choices=["auto", "rgb", "per_channel", "sum"])
+    p = add("features", cmd_features, "feature maps of an image at a layer", image=True)
+    p.add_argument("--layer", required=True, help="module name, e.g. features.0")
+    p = add("attribution", cmd_attribution, "where the model looked", image=True)
+    p.add_argument("--method", default="gradcam", choices=ATTRIBUTIONS)
+    p.add_argument("--layer", help="Grad-CAM layer (default: the last feature maps)")
+    p.add_argument("--target", type=int, help="class index (default: the predicted class)")
+    p = add("maximise", cmd_maximise, "an input that excites a channel or a class")
+    p.add_argument("--channel", type=int, default=0)
+    p.add_argument("--class", dest="cls", type=int, help="maximise this class's logit instead")
+    p.add_argument("--layer", help="layer for --channel (default: the last conv)")
+    p.add_argument("--steps", type=int, default=200)
+    p = add("dream", cmd_dream, "Deep Dream on an image", image=True)
+    p.add_argument("--layer", required=True, help="module whose activation norm to raise")
+    p.add_argument("--steps", type=int, default=20, help="steps per octave")
+
+
+def _report(path: Path) -> int:
+    print(f"wrote {path}")
+    return 0
