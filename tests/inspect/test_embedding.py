@@ -72,3 +72,8 @@ def test_scatter_png(tmp_path: Path) -> None:
     assert tuple(pixels[12, 128 - 12]) == PALETTE[1]
     assert tuple(pixels[128 - 12, 12]) == PALETTE[0]
     assert [p.name for p in tmp_path.iterdir()] == ["s.png"]
+
+
+def test_penultimate_features_needs_forward_features() -> None:
+    with pytest.raises(ConfigError, match="Linear has no forward_features"):
+        penultimate_features(torch.nn.Linear(2, 2), torch.zeros(1, 2))
