@@ -50,7 +50,7 @@ def trained(bars_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_the_run_folder(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
     names = {p.name for p in trained.iterdir()}
     assert {"config.yaml", "config.json", "model.safetensors", "checkpoint.safetensors",
-            "history.csv", "metrics.json"} <= names  # fmt: skip
+            "history.csv", "metrics.json", "report.html"} <= names  # fmt: skip
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.9 and metrics["epochs"] == 3
     assert main(["evaluate", str(trained)]) == 0
@@ -212,3 +212,15 @@ def test_inspect_commands_write_pngs(
     assert "wrote" in capsys.readouterr().out
     assert main(["inspect", "features", str(trained), str(image), "--layer", "nope"]) == 2
     assert "received ['nope']" in capsys.readouterr().err
+
+
+def test_report_command_rewrites_the_page(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = trained / "report.html"
+    page.unlink()
+    assert main(["report", str(trained), "--max-images", "2"]) == 0
+    assert f"report: {page}" in capsys.readouterr().out
+    html = page.read_text()
+    assert 'id="grad-cam"' in html and html.count("data:image/png;base64,") >= 8
+    assert main(["report", str(trained.parent / "missing")]) == 1

@@ -1,4 +1,5 @@
-"""The `cnnlab` command: train | evaluate | predict | summary | inspect | models | datasets | explain."""
+"""The `cnnlab` command: train | evaluate | predict | summary | inspect | report | models |
+datasets | explain."""
 
 from __future__ import annotations
 
@@ -64,6 +65,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"training time {metrics['train_seconds']:.0f} s over {metrics['epochs']} epochs | "
         f"run: {metrics['run_dir']}"
     )
+    if "report" in metrics:
+        print(f"report: {metrics['report']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cnnlab.report import write_report
+
+    print(f"report: {write_report(args.run_dir, max_images=args.max_images)}")
     return 0
 
 
@@ -249,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, help="group rows by the first D parts of their names")
     p.add_argument("--json", action="store_true", help="rows and totals as JSON")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("report", help="write RUN_DIR/report.html (one offline page)")
+    p.add_argument("run_dir", help="a run folder written by cnnlab train, e.g. runs/demo")
+    p.add_argument("--max-images", type=int, default=8, help="Grad-CAM examples to show")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'lenet*'")

@@ -62,6 +62,7 @@ class TrainConfig:
     limit_eval_batches: int | None = None
     fast_dev_run: bool = False  # one batch of train and eval, 1 epoch, nothing saved
     progress: bool = True
+    report: bool = True  # write report.html into the run folder after training
 
     def __post_init__(self) -> None:
         self.validate()

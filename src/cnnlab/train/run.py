@@ -77,4 +77,8 @@ def run_training(
             },
         )
         write_json(run_dir / "metrics.json", metrics)
+        if config.report:
+            from cnnlab.report import write_report  # matplotlib loads only when needed
+
+            metrics["report"] = str(write_report(run_dir, data=data))
     return metrics
