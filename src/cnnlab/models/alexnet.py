@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
 
@@ -74,10 +73,6 @@ class AlexNetSeed(Classifier):
             *fc_head(256 * 6 * 6, num_classes, self.dropout),
         )
 
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
-
 
 class AlexNet(Classifier):
     """torchvision's AlexNet: one tower, 64/192/384/256/256 maps, no LRN.
@@ -116,10 +111,6 @@ class AlexNet(Classifier):
             nn.AdaptiveAvgPool2d((6, 6)),
             *fc_head(256 * 6 * 6, num_classes, self.dropout),
         )
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 @register_model(

@@ -20,6 +20,7 @@ class Classifier(nn.Module):
     num_classes: int
     features: nn.Module
     head: nn.Module
+    min_size: int = 1  # smallest H and W the network can take; subclasses set their own
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch (B, C, H, W) -> last feature maps, before any pooling/flatten."""
@@ -49,6 +50,7 @@ class Classifier(nn.Module):
                 f"{type(self).__name__} expects input (B, {self.in_channels}, H, W), "
                 f"received {tuple(x.shape)}"
             )
+        check_min_size(self, x, self.min_size)
 
 
 def check_num_classes(num_classes: int) -> None:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from cnnlab.errors import ConfigError
 from cnnlab.layers.blocks import conv3x3
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 from cnnlab.models.resnet import init_weights
 
@@ -86,10 +86,6 @@ class CifarResNet(Classifier):
 
     def _make_head(self, num_classes: int) -> nn.Module:
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 def _register(name: str) -> Any:

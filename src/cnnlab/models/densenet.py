@@ -8,12 +8,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError
 from cnnlab.layers.dense import DenseBlock, Transition
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
 # depth -> dense layers per block, growth rate k 32; Huang et al. Table 1.
@@ -93,10 +92,6 @@ class DenseNet(Classifier):
         return nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.num_features, num_classes)
         )
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 def _init_weights(model: nn.Module) -> None:

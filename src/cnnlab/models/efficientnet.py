@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
 MIN_SIZE = 32  # five stride-2 stages: 32x32 is the smallest input with 1x1 last maps
@@ -112,6 +112,8 @@ class EfficientNet(Classifier):
         dropout: drop probability before the classifier (0.2 for B0).
     """
 
+    min_size = MIN_SIZE
+
     def __init__(self, in_channels: int = 3, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         check_num_classes(num_classes)
@@ -140,10 +142,6 @@ class EfficientNet(Classifier):
         )
         init_weights(head)
         return head
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, MIN_SIZE)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
 # Weight of each auxiliary loss: 0.3 in the paper (section 5). The notes (seed 000) add
@@ -198,10 +198,6 @@ class GoogLeNet(Classifier):
         if self.aux_logits:
             self.aux1 = InceptionAux(512, num_classes)
             self.aux2 = InceptionAux(528, num_classes)
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 def _init_weights(model: nn.Module) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from cnnlab.layers.blocks import HighwayConv2d
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
 
@@ -58,10 +57,6 @@ class HighwayCNN(Classifier):
         return nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.num_features, num_classes)
         )
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 @register_model(

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.googlenet import BasicConv2d
 from cnnlab.models.registry import register_model
 
@@ -259,10 +259,6 @@ class InceptionV3(Classifier):
         super().reset_classifier(num_classes)
         if self.aux_logits:
             self.AuxLogits = InceptionAux(768, num_classes)
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 def _init_weights(model: nn.Module) -> None:

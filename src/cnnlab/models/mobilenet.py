@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from cnnlab.layers.blocks import InvertedResidual, conv1x1
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
 # Both nets halve the side five times: 32x32 is the smallest input that keeps 1x1 maps.
@@ -66,6 +65,8 @@ class MobileNetV1(Classifier):
         num_classes: outputs of the last layer.
     """
 
+    min_size = MIN_SIZE
+
     def __init__(self, in_channels: int = 3, num_classes: int = 1000) -> None:
         super().__init__()
         check_num_classes(num_classes)
@@ -85,10 +86,6 @@ class MobileNetV1(Classifier):
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.num_features, num_classes)
         )
 
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, MIN_SIZE)
-
 
 class MobileNetV2(Classifier):
     """3x3/2 conv stem, 17 inverted residuals, 1x1 conv to 1280, pool, dropout, linear.
@@ -100,6 +97,8 @@ class MobileNetV2(Classifier):
         num_classes: outputs of the last layer.
         dropout: drop probability before the classifier.
     """
+
+    min_size = MIN_SIZE
 
     def __init__(self, in_channels: int = 3, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
@@ -124,10 +123,6 @@ class MobileNetV2(Classifier):
             nn.Dropout(self.dropout),
             nn.Linear(self.num_features, num_classes),
         )
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, MIN_SIZE)
 
 
 def init_weights(model: nn.Module) -> None:

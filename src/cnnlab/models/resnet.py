@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnlab.layers.blocks import conv1x1, conv3x3
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
 
@@ -128,10 +128,6 @@ class ResNet(Classifier):
         return nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.num_features, num_classes)
         )
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
 # Channels of each 3x3 conv; "M" is a 2x2 max-pool. Simonyan & Zisserman, Table 1.
@@ -93,10 +92,6 @@ class VGG(Classifier):
                 nn.init.normal_(m.weight, 0, 0.01)  # the paper's N(0, 10^-2)
                 nn.init.zeros_(m.bias)
         return head
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 def _register(name: str) -> Any:

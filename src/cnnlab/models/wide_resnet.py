@@ -10,7 +10,7 @@ from torch import nn
 
 from cnnlab.errors import ConfigError
 from cnnlab.layers.blocks import conv1x1, conv3x3
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 from cnnlab.models.resnet import init_weights
 
@@ -89,10 +89,6 @@ class WideResNet(Classifier):
         return nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.num_features, num_classes)
         )
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 def _register(name: str) -> Any:

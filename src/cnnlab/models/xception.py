@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnlab.layers.conv import SeparableConv2d
-from cnnlab.models.base import Classifier, check_min_size, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
 BN_EPS = 1e-3  # Keras' BatchNormalization default
@@ -116,10 +116,6 @@ class Xception(Classifier):
         return nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.num_features, num_classes)
         )
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_min_size(self, x, self.min_size)
 
 
 @register_model(
