@@ -160,7 +160,7 @@ class GoogLeNet(Classifier):
         self.aux1 = InceptionAux(512, num_classes) if aux_logits else None
         self.aux2 = InceptionAux(528, num_classes) if aux_logits else None
         self.aux_outputs: tuple[torch.Tensor, ...] = ()
-        _init_weights(self)
+        init_inception_weights(self)
 
     def _make_head(self, num_classes: int) -> nn.Module:
         return nn.Sequential(
@@ -189,9 +189,7 @@ class GoogLeNet(Classifier):
         Clears ``aux_outputs``; zero when there are none (eval mode or no aux heads).
         """
         outputs, self.aux_outputs = self.aux_outputs, ()
-        if not outputs:
-            return torch.zeros((), device=target.device)
-        return AUX_WEIGHT * torch.stack([criterion(out, target) for out in outputs]).sum()
+        return weighted_aux_loss(outputs, criterion, target, AUX_WEIGHT)
 
     def reset_classifier(self, num_classes: int) -> None:
         super().reset_classifier(num_classes)
@@ -200,11 +198,20 @@ class GoogLeNet(Classifier):
             self.aux2 = InceptionAux(528, num_classes)
 
 
-def _init_weights(model: nn.Module) -> None:
-    """Truncated normal (std 0.01) for convs and linears, BN to identity: torchvision's."""
+def weighted_aux_loss(
+    outputs: tuple[torch.Tensor, ...], criterion: nn.Module, target: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """``weight`` x the summed side-classifier losses; zero when there are none (eval mode)."""
+    if not outputs:
+        return torch.zeros((), device=target.device)
+    return weight * torch.stack([criterion(out, target) for out in outputs]).sum()
+
+
+def init_inception_weights(model: nn.Module, std: float = 0.01) -> None:
+    """Truncated normal for convs and linears, BN to identity: torchvision's Inception init."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.01, a=-2, b=2)
+            nn.init.trunc_normal_(m.weight, std=std, a=-2, b=2)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

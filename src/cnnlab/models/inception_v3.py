@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnnlab.models.base import Classifier, check_num_classes
-from cnnlab.models.googlenet import BasicConv2d
+from cnnlab.models.googlenet import BasicConv2d, init_inception_weights, weighted_aux_loss
 from cnnlab.models.registry import register_model
 
 # Weight of the auxiliary loss. The paper gives none; 0.4 is TF-slim's and torchvision's
@@ -225,7 +225,7 @@ class InceptionV3(Classifier):
         self.aux_logits = aux_logits
         self.AuxLogits = InceptionAux(768, num_classes) if aux_logits else None
         self.aux_outputs: tuple[torch.Tensor, ...] = ()
-        _init_weights(self)
+        init_inception_weights(self, std=0.1)
 
     def _make_head(self, num_classes: int) -> nn.Module:
         return nn.Sequential(
@@ -251,24 +251,12 @@ class InceptionV3(Classifier):
         Zero when there is none (eval mode or no aux head).
         """
         outputs, self.aux_outputs = self.aux_outputs, ()
-        if not outputs:
-            return torch.zeros((), device=target.device)
-        return AUX_WEIGHT * torch.stack([criterion(out, target) for out in outputs]).sum()
+        return weighted_aux_loss(outputs, criterion, target, AUX_WEIGHT)
 
     def reset_classifier(self, num_classes: int) -> None:
         super().reset_classifier(num_classes)
         if self.aux_logits:
             self.AuxLogits = InceptionAux(768, num_classes)
-
-
-def _init_weights(model: nn.Module) -> None:
-    """Truncated normal (std 0.1) for convs and linears, BN to identity: torchvision's."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.1, a=-2, b=2)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 @register_model(
