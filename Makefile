@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench data install clean
+.PHONY: demo test lint bench data browser install clean
 
 demo: $(STAMP) data
 	$(VENV)/bin/cnnlab train
@@ -12,6 +12,7 @@ demo: $(STAMP) data
 # Tests that need Fashion-MNIST skip with a reason when no copy can be had.
 test: $(STAMP) lint
 	@$(MAKE) --no-print-directory data || echo "warning: no Fashion-MNIST copy; tests that need it will skip"
+	@$(MAKE) --no-print-directory browser || echo "warning: no Chromium; the report screenshot test will skip"
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -42,6 +43,14 @@ data: $(STAMP)
 	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || true; \
 	  fi; \
 	  $(PY) -m cnnlab.data check fashion-mnist >/dev/null 2>&1 || $(PY) -m cnnlab.data fetch fashion-mnist )
+
+# Headless Chromium (Debian's chromium) for the report's screenshot test: installed when
+# we are root with apt; otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || ( \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) || true; \
+	  fi )
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
