@@ -49,7 +49,7 @@ data: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || ( \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) || true; \
+	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core) || true; \
 	  fi )
 
 clean:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -19,7 +25,7 @@ from cnnlab.report import write_report
 from cnnlab.train.run import run_training
 
 SECTIONS = {
-    "summary": False,
+    "summary": True,
     "curves": True,
     "confusion": True,
     "mistakes": True,
@@ -122,3 +128,106 @@ def test_rewriting_leaves_no_temp_files(run_dir: Path, bars: ImageDataset) -> No
     assert set(run_dir.iterdir()) == before
     _, page = _page(run_dir)
     assert len(page.images["grad-cam"]) == 2
+
+
+# --- The page as a browser draws it -------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+WIDTH = 1200  # both browser runs lay the page out at this width, so boxes agree
+
+# Appended to a copy of the page: after load, record each section's heading box and the
+# boxes of its decoded images in the title, which --dump-dom prints.
+PROBE = """<script>
+addEventListener("load", () => {
+  const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; };
+  const sections = [...document.querySelectorAll("section")].map((s) => {
+    const h = s.querySelector("h2");
+    const images = [...s.querySelectorAll("img")]
+      .filter((i) => i.complete && i.naturalWidth > 0)
+      .map((i) => ({box: box(i), src: i.src}));
+    return {id: h.id, text: h.textContent, box: box(h), images: images};
+  });
+  document.title = JSON.stringify({height: document.documentElement.scrollHeight, sections});
+});
+</script>"""
+
+
+def _chromium(tmp: Path, *args: str) -> str:
+    assert CHROMIUM is not None
+    # The flags keep a root, offline, headless Chromium from reaching for the network.
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={tmp / 'profile'}",
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _layout(run_dir: Path, tmp: Path) -> dict[str, Any]:
+    probed = tmp / "probed.html"
+    probed.write_text((run_dir / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    dom = _chromium(
+        tmp,
+        f"--window-size={WIDTH},900",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probed.as_uri(),
+    )
+    found = re.search(r"<title>(.*?)</title>", dom, re.S)
+    assert found, "no <title> in Chromium's DOM dump"
+    layout: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    return layout
+
+
+def _crop(shot: np.ndarray, box: list[float]) -> np.ndarray:
+    left, top, width, height = (round(v) for v in box)
+    return shot[top : top + height, left : left + width]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it)")
+def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    """Screenshot the page; every section's heading is drawn, and in every section at
+    least one picture appears on screen as the image it encodes."""
+    layout = _layout(run_dir, tmp_path)
+    sections = {s["id"]: s for s in layout["sections"]}
+    assert list(sections) == list(SECTIONS)
+    height = int(layout["height"])
+    assert 0 < height < 16000
+    shot_path = tmp_path / "report.png"
+    _chromium(
+        tmp_path,
+        f"--window-size={WIDTH},{height}",
+        f"--screenshot={shot_path}",
+        (run_dir / "report.html").as_uri(),
+    )
+    shot = np.asarray(Image.open(shot_path).convert("L"), dtype=np.float64)
+    assert shot.shape == (height, WIDTH)
+    for name, section in sections.items():
+        heading = _crop(shot, section["box"])
+        assert heading.size and (heading < 100).mean() > 0.01, f"heading of {name} not drawn"
+        best = -1.0
+        for image in section["images"]:
+            drawn = _crop(shot, image["box"])
+            if drawn.shape[0] < 4 or drawn.shape[1] < 4:
+                continue
+            encoded = image["src"].split(",", 1)[1]
+            source = Image.open(io.BytesIO(base64.b64decode(encoded))).convert("L")
+            expected = np.asarray(
+                source.resize((drawn.shape[1], drawn.shape[0]), Image.Resampling.NEAREST),
+                dtype=np.float64,
+            )
+            if drawn.std() > 1 and expected.std() > 1:
+                best = max(best, float(np.corrcoef(drawn.ravel(), expected.ravel())[0, 1]))
+        assert best > 0.9, f"no picture of section {name} shows on screen (best r={best:.2f})"

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from cnnlab.io import atomic_write_text
 from cnnlab.predict import probabilities
 from cnnlab.saved import config_of, load, preprocess
 
-EMBEDDING_IMAGES = 1000  # PCA of more points adds nothing visible and costs time
+EMBEDDING_IMAGES = 1000  # more points add nothing visible; t-SNE of 1000 takes ~5 s
+SAMPLE_IMAGES = 32  # test images shown under the summary
 WORST_MISTAKES = 16
 
 CSS = """
@@ -141,8 +143,12 @@ def _summary_section(run: _Run) -> str:
         ["epochs", m.get("epochs", len(run.history))],
     ]
     table = _table(["", "value"], facts)
+    n = min(SAMPLE_IMAGES, len(run.x_test))
+    grid = visualize.image_grid(run.x_test[:n].float() / 255, ncols=16, normalize=None)
+    caption = f"the first {n} test images"
+    samples = _img(_png_uri(grid, scale=2), "test images", caption)
     layers = html.escape(format_summary(rows, run.model))
-    return _section("summary", "Summary", f"{table}<pre>{layers}</pre>")
+    return _section("summary", "Summary", f"{table}{samples}<pre>{layers}</pre>")
 
 
 def _column(run: _Run, name: str) -> list[float]:
@@ -250,10 +256,15 @@ def _embedding_section(run: _Run) -> str:
     n = min(EMBEDDING_IMAGES, len(run.x_test))
     x = preprocess(run.x_test[:n], run.model_config)
     features = embedding.penultimate_features(run.model, x)
-    points = embedding.project(features, "pca")
-    picture = _file_uri(lambda p: embedding.scatter_png(points, run.y_test[:n], run.classes, p))
-    note = f"<p>PCA of penultimate features, {n} test images, coloured by true class.</p>"
-    return _section("embedding", "Embedding", note + _img(picture, "embedding"))
+    labels = run.y_test[:n]
+    figures = []
+    methods: list[tuple[embedding.Method, str]] = [("pca", "PCA"), ("tsne", "t-SNE")]
+    for method, name in methods:
+        points = embedding.project(features, method)
+        picture = _file_uri(partial(embedding.scatter_png, points, labels, run.classes))
+        figures.append(_img(picture, f"{name} embedding", name))
+    note = f"<p>Penultimate-layer features of {n} test images, coloured by true class.</p>"
+    return _section("embedding", "Embedding", note + "".join(figures))
 
 
 def write_report(
