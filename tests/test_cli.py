@@ -203,13 +203,21 @@ def test_inspect_commands_write_pngs(
         "guided": ["attribution", str(trained), str(image), "--method", "guided"],
         "maximise": ["maximise", str(trained), "--class", "0", "--steps", "5"],
         "dream": ["dream", str(trained), str(image), "--layer", "features.4", "--steps", "2"],
+        "confusion": ["confusion", str(trained)],
+        "embedding": ["embedding", str(trained), "--method", "pca", "--images", "50"],
+        "style": ["style", str(trained), str(image), str(image), "--steps", "3", "--size", "16"],
     }
     for name, args in runs.items():
         out = tmp_path / f"{name}.png"
         assert main(["inspect", *args, "-o", str(out)]) == 0, name
         with Image.open(out) as picture:
             assert picture.size[0] > 0 and picture.format == "PNG"
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed
+    assert "precision  recall" in printed and "most confused" in printed
+    assert re.search(r"style loss \S+ -> \S+ \(", printed)
+    assert main(["inspect", "confusion", "resnet_mini"]) == 2
+    assert "needs a saved model folder" in capsys.readouterr().err
     assert main(["inspect", "features", str(trained), str(image), "--layer", "nope"]) == 2
     assert "received ['nope']" in capsys.readouterr().err
 

@@ -100,8 +100,89 @@ def cmd_dream(args: argparse.Namespace) -> Path:
     return save_png(_to_display(dreamed), args.output, scale=4)
 
 
+def _test_split(args: argparse.Namespace) -> tuple[nn.Module, list[str], Any]:
+    """A saved model, its class names and the test split of its (or --dataset's) data."""
+    from cnnlab import data as datasets
+    from cnnlab.errors import ConfigError
+    from cnnlab.saved import config_of, load
+
+    if not Path(args.model).is_dir():
+        raise ConfigError(
+            f"{args.kind} needs a saved model folder (e.g. runs/demo), received {args.model!r}"
+        )
+    model = load(args.model)
+    config = config_of(model)
+    name = args.dataset or config.get("dataset")
+    if not name:
+        raise ConfigError(f"{args.model} does not record its dataset; pass --dataset NAME")
+    data = datasets.load(name, **(config.get("dataset_args") or {}))
+    if args.images:
+        data.x_test, data.y_test = data.x_test[: args.images], data.y_test[: args.images]
+    return model, list(config.get("classes") or data.classes), data
+
+
+def cmd_confusion(args: argparse.Namespace) -> Path:
+    from cnnlab.inspect import evaluation
+    from cnnlab.predict import probabilities
+
+    model, classes, data = _test_split(args)
+    probs = probabilities(model, data.x_test)
+    cm = evaluation.confusion_matrix(data.y_test, probs.argmax(1), len(classes))
+    print(evaluation.format_report(cm, classes))
+    print("most confused (true -> predicted: count):")
+    for true, pred, count in evaluation.most_confused(cm, classes, k=5):
+        print(f"  {true} -> {pred}: {count}")
+    return evaluation.confusion_png(cm, classes, args.output, normalised=not args.counts)
+
+
+def cmd_embedding(args: argparse.Namespace) -> Path:
+    from cnnlab.inspect import embedding
+    from cnnlab.saved import config_of, preprocess
+
+    model, classes, data = _test_split(args)
+    features = embedding.penultimate_features(model, preprocess(data.x_test, config_of(model)))
+    points = embedding.project(features, args.method)
+    return embedding.scatter_png(points, data.y_test, classes, args.output)
+
+
+def cmd_style(args: argparse.Namespace) -> Path:
+    from torch import nn
+
+    from cnnlab.errors import ConfigError
+    from cnnlab.inspect.style import style_transfer
+    from cnnlab.inspect.visualize import image_grid, save_png
+    from cnnlab.predict import read_image
+
+    model, _, shape = _model(args.model)
+    features = getattr(model, "features", model)  # zoo CNNs keep their conv stack there
+    convs = [n for n, m in features.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ConfigError(f"{args.model} has no Conv2d layers to take style from")
+    style_layers = args.style_layers.split(",") if args.style_layers else convs[:3]
+    content_layers = [args.content_layer or convs[min(1, len(convs) - 1)]]
+    size = (shape[0], args.size, args.size)
+    content = read_image(args.image, size)[None].float() / 255
+    style = read_image(args.style, size)[None].float() / 255
+    image, history = style_transfer(
+        content,
+        style,
+        features,
+        content_layers,
+        style_layers,
+        steps=args.steps,
+        style_weight=args.style_weight,
+    )
+    drop = history["style"][0] / max(history["style"][-1], 1e-30)
+    print(
+        f"style loss {history['style'][0]:.3g} -> {history['style'][-1]:.3g} ({drop:.1f}x), "
+        f"content loss {history['content'][0]:.3g} -> {history['content'][-1]:.3g}"
+    )
+    return save_png(image_grid(image, ncols=1, pad=0, normalize=None), args.output, scale=2)
+
+
 def add_inspect_parser(sub: Any) -> None:
-    """Register `cnnlab inspect filters|features|attribution|maximise|dream`."""
+    """Register `cnnlab inspect filters|features|attribution|maximise|dream|confusion|
+    embedding|style`."""
     parser = sub.add_parser("inspect", help="visualise what a model learned (PNG files)")
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     model_help = "saved model folder (e.g. runs/demo) or a registry name (random weights)"
@@ -132,6 +213,35 @@ def add_inspect_parser(sub: Any) -> None:
     p = add("dream", cmd_dream, "Deep Dream on an image", image=True)
     p.add_argument("--layer", required=True, help="module whose activation norm to raise")
     p.add_argument("--steps", type=int, default=20, help="steps per octave")
+    # t-SNE of all 10,000 test images takes minutes; 2,000 show the same clusters.
+    for name, func, help, images in (
+        ("confusion", cmd_confusion, "confusion matrix and per-class P/R/F1 on the test set", None),
+        ("embedding", cmd_embedding, "penultimate features of the test set in 2-D", 2000),
+    ):
+        p = add(name, func, help)
+        p.add_argument("--dataset", help="dataset name (default: the one the model trained on)")
+        p.add_argument(
+            "--images",
+            type=int,
+            default=images,
+            help=f"first N test images (default: {images or 'all'})",
+        )
+    p.add_argument("--method", default="tsne", choices=["pca", "tsne"])
+    kinds.choices["confusion"].add_argument(
+        "--counts", action="store_true", help="colour by counts, not row-normalised"
+    )
+    p = add("style", cmd_style, "Gatys style transfer onto an image", image=True)
+    p.add_argument("style", help="the image whose style to copy")
+    p.add_argument("--content-layer", help="feature layer for the content loss")
+    p.add_argument("--style-layers", help="comma-separated layers (default: first 3 convs)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--size", type=int, default=64, help="side of the square output image")
+    p.add_argument(
+        "--style-weight",
+        type=float,
+        default=1e7,
+        help="style loss multiplier (1e7 suits random VGG weights; see the docs)",
+    )
 
 
 def _report(path: Path) -> int:
