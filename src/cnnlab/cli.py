@@ -1,5 +1,5 @@
 """The `cnnlab` command: train | evaluate | predict | summary | inspect | report | models |
-datasets | explain."""
+datasets | explain | bench."""
 
 from __future__ import annotations
 
@@ -277,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab.cli_inspect import add_inspect_parser
 
     add_inspect_parser(sub)
+
+    from cnnlab.bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,325 @@
+"""`cnnlab bench`: this machine's matmul peak FLOP/s, and how much of it training a model reaches.
+
+Both numbers come from the same process, with the same threads, one after the other:
+
+- Peak: the best rate of square ``n x n @ n x n`` matmuls (``2 * n**3`` FLOPs each) over
+  a few sizes and repeats; the largest sizes saturate the cores' vector units.
+- Training: real training steps (forward, loss, backward, optimizer step) on one fixed
+  random batch, with the default TrainConfig's optimizer, loss and memory format. Data
+  loading is left out: this measures compute only. Training FLOP/s = forward FLOPs per
+  image (MACs x 2, from :func:`cnnlab.inspect.summary.summary`) x 3 x images/second; the
+  3 is the usual rule that backward costs twice the forward (input and weight grads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnlab.config import TrainConfig
+from cnnlab.errors import ConfigError
+
+if TYPE_CHECKING:  # torch loads only when a bench runs: `cnnlab --help` stays instant
+    import torch
+    from torch import nn
+
+# n of the square matmuls: small ones run from cache, large ones saturate 16 cores.
+MATMUL_SIZES = (256, 512, 1024, 2048)
+MATMUL_REPEATS = 5  # timed matmuls per size; the best counts (the machine may be shared)
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of bf16 dot products
+
+
+@dataclass
+class Throughput:
+    """Timed training steps of one model at one batch size."""
+
+    model: str
+    input_shape: tuple[int, int, int]  # (C, H, W) of one image
+    batch_size: int
+    forward_flops: int  # per image: 2 x the summary's conv and linear MACs
+    step_seconds: list[float]  # wall time of each timed step
+
+    @property
+    def images_per_second(self) -> float:
+        # The median step: robust to the odd step another process slowed down.
+        return self.batch_size / statistics.median(self.step_seconds)
+
+    @property
+    def flops_per_second(self) -> float:
+        """Training FLOP/s: forward + backward (2 x forward) per image, times images/s."""
+        return self.forward_flops * 3 * self.images_per_second
+
+
+@dataclass
+class BenchResult:
+    """Peak matmul rates and one model's training throughput, measured together."""
+
+    threads: int
+    peak_fp32: float  # FLOP/s
+    peak_bf16: float | None  # FLOP/s; None when the CPU has no native bf16
+    bf16_isa: str | None  # the cpuinfo flag that makes bf16 native, e.g. "avx512_bf16"
+    throughput: Throughput
+
+    @property
+    def fraction_of_peak(self) -> float:
+        """Training FLOP/s as a fraction of the fp32 matmul peak."""
+        return self.throughput.flops_per_second / self.peak_fp32
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.throughput
+        return {
+            **dataclasses.asdict(self),
+            "images_per_second": t.images_per_second,
+            "training_flops_per_second": t.flops_per_second,
+            "fraction_of_peak": self.fraction_of_peak,
+        }
+
+
+def matmul_flops(n: int) -> int:
+    """FLOPs of one ``n x n @ n x n`` matmul: n**2 outputs, each n multiplies and n adds."""
+    return 2 * n**3
+
+
+def matmul_peak(
+    dtype: torch.dtype | None = None,
+    sizes: Sequence[int] = MATMUL_SIZES,
+    repeats: int = MATMUL_REPEATS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """The best FLOP/s of ``n x n`` matmuls in ``dtype`` (default fp32), n in ``sizes``."""
+    import torch
+
+    if not sizes or min(sizes) < 1 or repeats < 1:
+        raise ConfigError(
+            f"Expected sizes >= 1 and repeats >= 1, received sizes={list(sizes)}, repeats={repeats}"
+        )
+    dtype = dtype or torch.float32
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        out = torch.mm(a, b)  # untimed: allocates out and warms the kernel
+        for _ in range(repeats):
+            started = clock()
+            torch.mm(a, b, out=out)
+            best = max(best, matmul_flops(n) / max(clock() - started, 1e-12))
+    return best
+
+
+def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The CPU flag that gives native bf16 matmuls (AMX, AVX-512 BF16), or None.
+
+    Without one, torch still runs bf16 but converts to fp32 on the way: slower, not faster.
+    """
+    try:
+        flags = set(Path(cpuinfo).read_text().split())
+    except OSError:  # not Linux: ask torch's own CPU feature check
+        import torch
+
+        check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        return "avx512_bf16" if check is not None and check() else None
+    return next((flag for flag in NATIVE_BF16_FLAGS if flag in flags), None)
+
+
+def forward_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Forward FLOPs of one image: 2 x the conv and linear MACs the summary counts."""
+    from cnnlab.inspect.summary import summary
+
+    return 2 * sum(row.macs for row in summary(model, input_shape))
+
+
+def training_throughput(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+    num_classes: int,
+    *,
+    steps: int = 20,
+    warmup: int = 5,
+    config: TrainConfig | None = None,
+    name: str = "",
+) -> Throughput:
+    """Time ``steps`` training steps of ``model`` after ``warmup`` untimed ones.
+
+    Args:
+        model: maps (B, C, H, W) to (B, num_classes) logits; trained in place.
+        input_shape: (C, H, W) of one image.
+        batch_size: images per step.
+        num_classes: range of the random labels.
+        steps: timed steps.
+        warmup: untimed steps first (oneDNN picks and caches its kernels here).
+        config: optimizer, loss and memory format as the Trainer would use them
+            (default: ``TrainConfig()``).
+        name: what to call the model in the result.
+    """
+    import torch
+    from torch import nn
+
+    from cnnlab.train.optim import build_optimizer
+
+    if steps < 1 or warmup < 0 or batch_size < 1:
+        raise ConfigError(
+            f"Expected steps >= 1, warmup >= 0 and batch_size >= 1, "
+            f"received steps={steps}, warmup={warmup}, batch_size={batch_size}"
+        )
+    cfg = config or TrainConfig()
+    flops = forward_flops(model, input_shape)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
+    x = torch.randn(batch_size, *input_shape).contiguous(memory_format=memory_format)
+    y = torch.randint(0, num_classes, (batch_size,))
+    optimizer = build_optimizer(model.parameters(), cfg)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    model.train()
+    seconds = []
+    for step in range(warmup + steps):
+        started = time.perf_counter()
+        # 1. Forward and loss. 2. Backward. 3. Update: the Trainer's order.
+        loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= warmup:
+            seconds.append(time.perf_counter() - started)
+    return Throughput(name or type(model).__name__, input_shape, batch_size, flops, seconds)
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``threads`` intra-op threads (None: as is); restores the old count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"Expected threads >= 1, received threads={threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def bench(
+    model: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    batch_size: int | None = None,
+    num_classes: int | None = None,
+    *,
+    steps: int = 20,
+    warmup: int = 5,
+    threads: int | None = None,
+    matmul_sizes: Sequence[int] | None = None,
+) -> BenchResult:
+    """Measure the matmul peaks, then a registered model's training throughput.
+
+    Defaults are the default training run: ``TrainConfig()``'s model and batch size,
+    and its dataset's image shape and class count (resnet_mini, 1x28x28, 128, 10).
+
+    Raises:
+        UnknownNameError: ``model`` is not registered.
+        ShapeMismatchError: the model cannot take ``input_shape``.
+    """
+    import torch
+
+    from cnnlab import data as datasets
+    from cnnlab.models import create_model, model_info
+
+    cfg = TrainConfig()
+    dataset = datasets.describe(cfg.dataset)
+    name = model or cfg.model
+    c, h, w = input_shape or dataset["input_shape"]
+    info = model_info(name)  # an unknown name fails here, before any timing
+    args: dict[str, Any] = {"in_channels": c, "num_classes": num_classes or dataset["num_classes"]}
+    if info.fixed_input:
+        args["input_size"] = h if h == w else [h, w]
+    torch.manual_seed(cfg.seed)
+    net = create_model(name, **args)
+    isa = native_bf16()
+    with num_threads(threads) as used:
+        sizes = matmul_sizes or MATMUL_SIZES
+        peak_fp32 = matmul_peak(torch.float32, sizes)
+        peak_bf16 = matmul_peak(torch.bfloat16, sizes) if isa else None
+        throughput = training_throughput(
+            net, (c, h, w), batch_size or cfg.batch_size, args["num_classes"],
+            steps=steps, warmup=warmup, config=cfg, name=name,
+        )  # fmt: skip
+    return BenchResult(used, peak_fp32, peak_bf16, isa, throughput)
+
+
+def format_bench(result: BenchResult) -> str:
+    """The small table `cnnlab bench` prints."""
+    t = result.throughput
+    bf16 = (
+        f"{result.peak_bf16 / 1e9:,.1f}  ({result.bf16_isa})"
+        if result.peak_bf16 is not None
+        else "not supported (no native bf16 on this CPU)"
+    )
+    shape = "x".join(map(str, t.input_shape))
+    rows = [
+        ("threads", f"{result.threads}"),
+        ("peak fp32 matmul GFLOP/s", f"{result.peak_fp32 / 1e9:,.1f}"),
+        ("peak bf16 matmul GFLOP/s", bf16),
+        ("model", f"{t.model}  input {shape}, batch {t.batch_size}"),
+        ("forward MFLOPs / image", f"{t.forward_flops / 1e6:,.2f}"),
+        ("training images / s", f"{t.images_per_second:,.0f}  (median of {len(t.step_seconds)})"),
+        ("training GFLOP/s (fwd x 3)", f"{t.flops_per_second / 1e9:,.2f}"),
+        ("fraction of fp32 peak", f"{result.fraction_of_peak:.1%}"),
+    ]
+    return "\n".join(f"{label:<28} {value}" for label, value in rows)
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    """'1x28x28' or '1,28,28' -> (1, 28, 28); ConfigError naming what was received."""
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(
+            f"Expected --input CxHxW or C,H,W with three positive ints, e.g. 1x28x28; "
+            f"received {text!r}"
+        )
+    return shape[0], shape[1], shape[2]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    shape = None if args.input_shape is None else parse_input_shape(args.input_shape)
+    for flag in ("batch_size", "classes", "steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"Expected --{flag.replace('_', '-')} >= 1, received {value}")
+    result = bench(
+        args.model, shape, args.batch_size, args.classes,
+        steps=args.steps, warmup=args.warmup, threads=args.threads,
+    )  # fmt: skip
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_bench(result))
+    return 0
+
+
+def add_bench_parser(sub: Any) -> None:
+    """Register `cnnlab bench`."""
+    p = sub.add_parser(
+        "bench",
+        help="matmul peak FLOP/s and a model's training throughput as a fraction of it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", help="registered model name (default: TrainConfig's, resnet_mini)")
+    p.add_argument(
+        "--input", dest="input_shape", help="CxHxW or C,H,W (default: 1x28x28, Fashion-MNIST)"
+    )
+    p.add_argument("--batch-size", type=int, help="images per step (default: 128)")
+    p.add_argument("--classes", type=int, help="num_classes of the model (default: 10)")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_bench)
