@@ -20,9 +20,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy src
 
-bench: $(STAMP) data
+# peers.py compares cnnlab with Keras 3 (its own venv, below) and a plain PyTorch loop.
+bench: $(STAMP) data .venv-keras/.installed
 	$(PY) benchmarks/augment.py
 	$(PY) benchmarks/trainer_overhead.py
+	$(PY) benchmarks/peers.py --json runs/peers.json
 
 install: $(STAMP)
 
@@ -34,6 +36,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# Keras 3 on TensorFlow-CPU for benchmarks/peers.py, kept apart from cnnlab's venv (~40 s).
+.venv-keras/.installed: benchmarks/keras-requirements.txt
+	test -x .venv-keras/bin/python || $(PYTHON) -m venv .venv-keras
+	.venv-keras/bin/python -m pip install -q --upgrade pip
+	.venv-keras/bin/python -m pip install -q -r benchmarks/keras-requirements.txt
+	touch $@
 
 # Fashion-MNIST: a local copy (cache or Debian's dataset-fashion-mnist), else install the
 # Debian package when we are root with apt, else download it from the official source.
