@@ -65,7 +65,9 @@ def test_training_throughput_and_fraction_match_hand_arithmetic() -> None:
     assert len(t.step_seconds) == 3
     ips = 16 / sorted(t.step_seconds)[1]  # the median of three steps
     assert t.images_per_second == pytest.approx(ips) and ips > 0
+    assert t.best_images_per_second == pytest.approx(16 / min(t.step_seconds))
     assert t.flops_per_second == pytest.approx(TINY_FLOPS * 3 * ips)
+    assert t.channels_last  # the default config's layout
     result = bench.BenchResult(1, 5e9, None, None, t)
     assert result.fraction_of_peak == pytest.approx(TINY_FLOPS * 3 * ips / 5e9)
     # Real steps: the optimizer moved every weight.
