@@ -26,7 +26,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help=".npz written by peers.py")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="rmsprop")
+    parser.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="adam")
     parser.add_argument("--lr", type=float, default=None, help="default: per optimizer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
