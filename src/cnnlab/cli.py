@@ -27,7 +27,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else "{}"
-        if hints[field.name] is bool:
+        if hints[field.name] in (bool, bool | None):  # --x / --no-x; omitted = default
             group.add_argument(
                 flag, dest=field.name, action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS, help=f"(default: {default})",

@@ -52,8 +52,12 @@ class TrainConfig:
     early_stopping: int | None = None  # patience in epochs on the monitored loss
     tta: bool = True  # evaluate on the mean prediction of an image and its mirror (+0.3-0.4%)
     # Speed.
-    channels_last: bool = True  # NHWC is faster for convs on x86 oneDNN
-    bf16: bool = False  # bf16 autocast: faster only on CPUs with native bf16 matmul
+    # None = automatic: timed on the first run for this model, shape and machine and
+    # cached (cnnlab.train.autotune); True/False always wins over the tuner.
+    autotune: bool = True  # False: None below means plain fp32 eager NCHW
+    channels_last: bool | None = None  # NHWC: usually faster for convs on x86 oneDNN
+    bf16: bool | None = None  # bf16 autocast: faster only on CPUs with native bf16
+    compile: bool | None = None  # torch.compile: tens of seconds to compile, long runs only
     threads: int | None = None  # torch intra-op threads; None = torch's default
     eval_batch_size: int = 1000
     # Reproducibility and quick checks.
@@ -78,6 +82,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"Expected {name} to be a number >= 0, received {name}={value!r}")
+        for name in ("autotune", "channels_last", "bf16", "compile"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (value is None and name != "autotune"):
+                expected = "true or false" if name == "autotune" else "true, false or null (auto)"
+                raise ConfigError(f"Expected {name} to be {expected}, received {name}={value!r}")
         if not 0 <= self.val_split < 1:
             raise ConfigError(f"Expected val_split in [0, 1), received val_split={self.val_split}")
         if self.label_smoothing >= 1:

@@ -25,12 +25,16 @@ from cnnlab.errors import (
     ShapeMismatchError,
     TrainingDivergedError,
 )
-from cnnlab.io import atomic_write_text
+from cnnlab.io import atomic_write_text, write_json
+from cnnlab.train import autotune
 from cnnlab.train.callbacks import Callback, EarlyStopping
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train.optim import Schedule, build_optimizer
 
 CHECKPOINT = "checkpoint.safetensors"
+# Tuning costs ~70 steps of the slowest candidates, once per model and machine; a run
+# shorter than this would spend a large share of its time on it.
+MIN_TUNE_STEPS = 1000
 HISTORY_FIELDS = (
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
     "lr", "seconds", "images_per_second",
@@ -70,6 +74,9 @@ class Trainer:
         self.monitored_loss = float("inf")
         self.normalize = Normalize([0.0], [1.0])
         self.generator = torch.Generator().manual_seed(config.seed)
+        # channels_last / bf16 / compile as used; fit() resolves the automatic (None) ones.
+        self.cpu = autotune.Choice(autotune.CpuSettings.of(config), "config")
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = model
 
     @property
     def checkpoint_path(self) -> Path:
@@ -93,14 +100,14 @@ class Trainer:
         mean, std = data.channel_stats()
         self.normalize = Normalize(mean, std)
         self._check_fits(data)
-        if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        state = self._load_state() if resume else None
+        self._resolve_cpu_settings(data, len(x_train), state)
         # 3. Loaders, optimizer and schedule.
         train_loader = BatchLoader(
             x_train, y_train, cfg.batch_size, self.normalize, shuffle=True,
             augment=build_augment(cfg.augment), generator=self.generator, drop_last=True,
             limit_batches=1 if cfg.fast_dev_run else cfg.limit_batches,
-            channels_last=cfg.channels_last,
+            channels_last=self.cpu.settings.channels_last,
         )  # fmt: skip
         epochs = 1 if cfg.fast_dev_run else cfg.epochs
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
@@ -110,8 +117,8 @@ class Trainer:
         # from their last training forward; it is added to the main loss.
         self.auxiliary_loss = getattr(self.model, "auxiliary_loss", None)
         # 4. Pick up where a previous run stopped.
-        if resume:
-            self._restore()
+        if state is not None:
+            self._restore(state)
         self._emit("before_fit")
         # 5. The loop: train an epoch, validate, record, checkpoint.
         while self.epoch < epochs and not self.stop_training:
@@ -163,7 +170,7 @@ class Trainer:
             for self.batch, (x, y) in enumerate(loader):
                 self._emit("before_batch")
                 with self._autocast():
-                    logits = self.model(x)
+                    logits = self._forward(x)
                     loss = self.criterion(logits, y)
                     if self.auxiliary_loss is not None:  # e.g. GoogLeNet's side classifiers
                         loss = loss + self.auxiliary_loss(self.criterion, y)
@@ -228,7 +235,7 @@ class Trainer:
         limit = 1 if cfg.fast_dev_run else cfg.limit_eval_batches
         loader = BatchLoader(
             images, labels, cfg.eval_batch_size, self.normalize,
-            limit_batches=limit, channels_last=cfg.channels_last,
+            limit_batches=limit, channels_last=self.cpu.settings.channels_last,
         )  # fmt: skip
         self.model.eval()
         for x, y in loader:
@@ -241,8 +248,35 @@ class Trainer:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _resolve_cpu_settings(
+        self, data: ImageDataset, n_train: int, state: dict[str, Any] | None
+    ) -> None:
+        """Pick channels_last / bf16 / compile (see cnnlab.train.autotune), say which, apply."""
+        cfg = self.config
+        batches = n_train // cfg.batch_size
+        if cfg.limit_batches:
+            batches = min(batches, cfg.limit_batches)
+        run_steps = batches * cfg.epochs
+        why_not = None  # quick checks never pay for tuning; they use a cached choice if any
+        if cfg.fast_dev_run or cfg.limit_batches:
+            why_not = "fast_dev_run" if cfg.fast_dev_run else "limit_batches is set"
+        elif run_steps < MIN_TUNE_STEPS:
+            why_not = f"{run_steps} steps are too few to repay tuning (<{MIN_TUNE_STEPS})"
+        saved = state.get("cpu_settings") if state is not None else None
+        self.cpu = autotune.resolve(
+            cfg, self.model, data.input_shape, data.num_classes,
+            run_steps=run_steps, no_tuning=why_not, saved=saved,
+        )  # fmt: skip
+        self.log(self.cpu.message())
+        if self.cpu.settings.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # Only the training forward is compiled; self.model keeps plain state_dict keys.
+        self._forward = torch.compile(self.model) if self.cpu.settings.compile else self.model
+        if self.save:
+            write_json(self.run_dir / "cpu_settings.json", self.cpu.to_dict())
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.config.bf16:
+        if self.cpu.settings.bf16:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -292,15 +326,19 @@ class Trainer:
             "history": self.history,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "config": self.config.to_dict(),
+            "cpu_settings": self.cpu.to_dict(),
         }
         save_checkpoint(self.checkpoint_path, state)
         atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
 
-    def _restore(self) -> None:
+    def _load_state(self) -> dict[str, Any]:
         path = self.checkpoint_path
         if not path.exists():
             raise CheckpointError(f"{path}: no checkpoint to resume from")
-        state = load_checkpoint(path)
+        return load_checkpoint(path)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        path = self.checkpoint_path
         saved_epochs = state.get("config", {}).get("epochs", self.config.epochs)
         if saved_epochs != self.config.epochs and self.config.schedule in ("onecycle", "cosine"):
             # These schedules are laid out over the whole run; a new length would not fit.
