@@ -134,3 +134,25 @@ def test_cli_bad_input_is_a_usage_error(text: str, capsys: pytest.CaptureFixture
 def test_cli_unknown_model_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--model", "resnet_maxi"]) == 2
     assert "unknown model 'resnet_maxi'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "resnet_mini", "--input", "1x1x1"], "resnet_mini cannot take input 1x1x1"),
+        (["--batch-size", "0"], "Expected --batch-size >= 1, received 0"),
+        (["--warmup", "-1"], "Expected --warmup >= 0, received -1"),
+    ],
+)
+def test_cli_bad_values_fail_before_timing(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_timing(*args: object, **kwargs: object) -> float:
+        raise AssertionError("timed a matmul before checking the arguments")
+
+    monkeypatch.setattr(bench, "matmul_peak", no_timing)
+    assert main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err

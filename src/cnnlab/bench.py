@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.config import TrainConfig
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, ShapeMismatchError
 
 if TYPE_CHECKING:  # torch loads only when a bench runs: `cnnlab --help` stays instant
     import torch
@@ -274,18 +274,25 @@ def bench(
     name = model or cfg.model
     c, h, w = input_shape or dataset["input_shape"]
     info = model_info(name)  # an unknown name fails here, before any timing
-    args: dict[str, Any] = {"in_channels": c, "num_classes": num_classes or dataset["num_classes"]}
+    classes = dataset["num_classes"] if num_classes is None else num_classes
+    args: dict[str, Any] = {"in_channels": c, "num_classes": classes}
     if info.fixed_input:
         args["input_size"] = h if h == w else [h, w]
     torch.manual_seed(cfg.seed)
     net = create_model(name, **args)
+    try:  # one sample through the model: a shape it cannot take fails before any timing
+        forward_flops(net, (c, h, w))
+    except RuntimeError as e:
+        raise ShapeMismatchError(
+            f"{name} cannot take input {c}x{h}x{w}: {str(e).splitlines()[0]}"
+        ) from None
     isa = native_bf16()
     with num_threads(threads) as used:
         sizes = matmul_sizes or MATMUL_SIZES
         peak_fp32 = matmul_peak(torch.float32, sizes)
         peak_bf16 = matmul_peak(torch.bfloat16, sizes) if isa else None
         throughput = training_throughput(
-            net, (c, h, w), batch_size or cfg.batch_size, args["num_classes"],
+            net, (c, h, w), cfg.batch_size if batch_size is None else batch_size, classes,
             steps=steps, warmup=warmup, config=cfg, name=name,
         )  # fmt: skip
     return BenchResult(used, peak_fp32, peak_bf16, isa, throughput)
@@ -331,10 +338,11 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     shape = None if args.input_shape is None else parse_input_shape(args.input_shape)
-    for flag in ("batch_size", "classes", "steps"):
+    # Checked before the seconds of matmul timing, not after them.
+    for flag, least in (("batch_size", 1), ("classes", 1), ("steps", 1), ("warmup", 0)):
         value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(f"Expected --{flag.replace('_', '-')} >= 1, received {value}")
+        if value is not None and value < least:
+            raise ConfigError(f"Expected --{flag.replace('_', '-')} >= {least}, received {value}")
     result = bench(
         args.model, shape, args.batch_size, args.classes,
         steps=args.steps, warmup=args.warmup, threads=args.threads,
