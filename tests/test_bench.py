@@ -70,6 +70,8 @@ def test_training_throughput_and_fraction_match_hand_arithmetic() -> None:
     assert t.channels_last  # the default config's layout
     result = bench.BenchResult(1, 5e9, None, None, t)
     assert result.fraction_of_peak == pytest.approx(TINY_FLOPS * 3 * ips / 5e9)
+    best = 16 / min(t.step_seconds)
+    assert result.best_fraction_of_peak == pytest.approx(TINY_FLOPS * 3 * best / 5e9)
     # Real steps: the optimizer moved every weight.
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
