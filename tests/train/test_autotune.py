@@ -281,3 +281,12 @@ def test_timing_pairs_rounds_and_keeps_to_its_budget() -> None:
     base, fast = FakeRunner(BASE, 0.5, [1] * 9), FakeRunner(CL, 0.4, [1] * 9)
     autotune.time_candidates([base, fast], rounds=9, budget=0.1, clock=lambda: CLOCK[0])  # type: ignore[list-item]
     assert base.steps == fast.steps == autotune.MIN_ROUNDS
+
+
+def test_fixed_compile_is_applied_over_the_eager_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autotune, "time_candidates", fake_times({CL: 0.5}))
+    choice = tune(
+        tiny_model(), (1, 8, 8), batch_size=8, num_classes=3, fixed={"compile": True}, run_steps=10
+    )
+    assert choice.settings == CpuSettings(channels_last=True, compile=True)
+    assert choice.speedup == pytest.approx(2.0)
