@@ -22,10 +22,16 @@ Decisions (issue 6, item 4):
   threads, torch version and CPU (name and flags). A decision taken while the machine
   was busy stays until that file is deleted; fixing a field in the config overrides it.
 
-Measured on the shared 2-core development machine (load 3-5, so step times were 10x
-the quiet machine's and choices moved between runs): keras_cifar chose channels_last
-three times out of three (1.22x, 1.23x, 1.66x vs fp32 eager); resnet_mini chose
-channels_last (1.82x), channels_last+bf16 (3.0x) and bf16+compile (1.14x).
+Measured on the shared 2-core development machine (avx512_bf16, no AMX; 3 other agents
+running), batch 128, 1x28x28, fp32 eager -> chosen:
+  1 thread (load ~2), 2 runs each: resnet_mini 0.21/0.15 s/step -> channels_last 1.40x/1.45x;
+  keras_cifar 0.21/0.19 s/step -> channels_last 1.31x/1.40x. bf16 was 5-13% slower than
+  fp32, channels_last+bf16 slower than channels_last. Tuning took 6.5-9 s.
+  2 threads, load ~2.3: resnet_mini 0.133 s/step -> channels_last 1.40x (36.7 s, the
+  process's first tuning: oneDNN builds its kernels); keras_cifar 0.156 -> channels_last
+  1.28x (5.9 s). At load 3-5 OMP threads fought for the cores, steps took 0.5-1.6 s and
+  resnet_mini's choice wandered (channels_last, channels_last+bf16, bf16+compile);
+  keras_cifar chose channels_last 3 of 3 times.
 """
 
 from __future__ import annotations
