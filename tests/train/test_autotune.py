@@ -290,3 +290,28 @@ def test_fixed_compile_is_applied_over_the_eager_choice(monkeypatch: pytest.Monk
     )
     assert choice.settings == CpuSettings(channels_last=True, compile=True)
     assert choice.speedup == pytest.approx(2.0)
+
+
+def test_quick_runs_never_time_but_use_the_cache(
+    bars: ImageDataset, quick_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_timing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a quick run spent time tuning")
+
+    real_tune = autotune.tune
+    monkeypatch.setattr(autotune, "tune", no_timing)
+    monkeypatch.setattr(trainer, "MIN_TUNE_STEPS", 1)
+    monkeypatch.setattr(autotune, "time_candidates", fake_times({CL: 0.5}))
+    quick_config.epochs, quick_config.limit_batches = 1, 2
+    lines: list[str] = []
+    trainer.Trainer(build_model(quick_config, bars), quick_config, log=lines.append).fit(bars)
+    assert lines[0] == "cpu settings: fp32 eager (not tuned: limit_batches is set)"
+
+    monkeypatch.setattr(autotune, "tune", real_tune)
+    quick_config.limit_batches = None
+    trainer.Trainer(build_model(quick_config, bars), quick_config, log=print).fit(bars)  # caches
+    monkeypatch.setattr(autotune, "tune", no_timing)
+    quick_config.fast_dev_run = True
+    lines.clear()
+    trainer.Trainer(build_model(quick_config, bars), quick_config, log=lines.append).fit(bars)
+    assert lines[0] == "cpu settings: channels_last (2.00x vs fp32 eager; cached)"
