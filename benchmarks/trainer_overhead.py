@@ -63,7 +63,7 @@ def cnnlab_fit(data: ImageDataset, batches: int, seed: int) -> float:
     with tempfile.TemporaryDirectory() as runs:
         config = TrainConfig(
             runs_dir=runs, epochs=1, batch_size=BATCH, limit_batches=batches, augment="none",
-            seed=seed, progress=False, lr=0.1,
+            seed=seed, progress=False, lr=0.1, channels_last=True,  # as the hand loop
         )  # fmt: skip
         trainer = Trainer(model, config, log=lambda _: None)
         history = trainer.fit(data)

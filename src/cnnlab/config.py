@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from cnnlab.errors import ConfigError
+from cnnlab.tta import tta_mode
 
 
 @dataclass
@@ -50,7 +51,13 @@ class TrainConfig:
     # add (10 epochs: flip 93.4%, flip+crop 92.8% on Fashion-MNIST).
     augment: Any = "flip"  # see cnnlab.data.augment.build_augment
     early_stopping: int | None = None  # patience in epochs on the monitored loss
-    tta: bool = True  # evaluate on the mean prediction of an image and its mirror (+0.3-0.4%)
+    # Test-time augmentation: True/"flip" = mean of an image and its mirror (+0.3-0.4%),
+    # "flip-shift" adds 1-pixel shifts of both (cnnlab.tta), False/"none" = off.
+    tta: bool | str = True
+    # Evaluate and save an exponential moving average of the weights (cnnlab.train.ema):
+    # the decay per update, e.g. 0.99; None = off. ema_every: optimizer steps per update.
+    ema: float | None = None
+    ema_every: int = 1
     # Speed.
     # None = automatic: timed on the first run for this model, shape and machine and
     # cached (cnnlab.train.autotune); True/False always wins over the tuner.
@@ -73,7 +80,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the field, its value and what was expected."""
-        positive = ("epochs", "batch_size", "eval_batch_size", "step_epochs")
+        positive = ("epochs", "batch_size", "eval_batch_size", "step_epochs", "ema_every")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -87,6 +94,13 @@ class TrainConfig:
             if not isinstance(value, bool) and not (value is None and name != "autotune"):
                 expected = "true or false" if name == "autotune" else "true, false or null (auto)"
                 raise ConfigError(f"Expected {name} to be {expected}, received {name}={value!r}")
+        tta_mode(self.tta)
+        if self.ema is not None and (
+            not isinstance(self.ema, int | float)
+            or isinstance(self.ema, bool)
+            or not 0 < self.ema < 1
+        ):
+            raise ConfigError(f"Expected ema in (0, 1) or null (off), received ema={self.ema!r}")
         if not 0 <= self.val_split < 1:
             raise ConfigError(f"Expected val_split in [0, 1), received val_split={self.val_split}")
         if self.label_smoothing >= 1:

@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnlab.errors import CheckpointError
 from cnnlab.saved import config_of, load, preprocess
+from cnnlab.tta import tta_log_probs
 
 
 @dataclass
@@ -30,17 +31,14 @@ def probabilities(model: nn.Module, images: torch.Tensor, batch_size: int = 500)
     """Softmax outputs (N, K) of a loaded model for uint8 images (N, C, H, W).
 
     A model trained with ``tta`` is evaluated as it was during training: the mean of
-    the prediction for each image and for its mirror image.
+    the predictions over the same test-time views (cnnlab.tta).
     """
     config = config_of(model)
     model.eval()
     outs = []
     for i in range(0, len(images), batch_size):
         x = preprocess(images[i : i + batch_size], config)
-        probs = model(x).float().softmax(1)
-        if config.get("tta"):
-            probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
-        outs.append(probs)
+        outs.append(tta_log_probs(model, x, config.get("tta")).exp())
     return torch.cat(outs) if outs else torch.empty(0)
 
 

@@ -152,10 +152,16 @@ def test_autotune_off_gives_the_baseline(monkeypatch: pytest.MonkeyPatch) -> Non
     assert tuned(TrainConfig(autotune=False, bf16=True)).settings == BF16
 
 
-def test_no_tuning_reason_uses_the_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("onednn", [True, False])
+def test_no_tuning_reason_uses_the_untuned_default(
+    monkeypatch: pytest.MonkeyPatch, onednn: bool
+) -> None:
     monkeypatch.setattr(autotune, "time_candidates", fake_times({CL: 0.5}))
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: onednn)
     choice = tuned(TrainConfig(), no_tuning="fast_dev_run")
-    assert (choice.settings, choice.source) == (BASE, "not tuned: fast_dev_run")
+    assert (choice.settings, choice.source) == (CL if onednn else BASE, "not tuned: fast_dev_run")
+    fixed = tuned(TrainConfig(channels_last=False), no_tuning="fast_dev_run")
+    assert fixed.settings == BASE
 
 
 def test_real_tuning_returns_a_valid_choice() -> None:
@@ -182,7 +188,8 @@ def test_fit_logs_and_records_the_choice(
     lines: list[str] = []
     torch.manual_seed(0)
     trainer.Trainer(build_model(quick_config, bars), quick_config, log=lines.append).fit(bars)
-    assert lines[0].startswith("cpu settings: fp32 eager (not tuned: 12 steps are too few")
+    untuned = autotune.untuned_default({}).name
+    assert lines[0].startswith(f"cpu settings: {untuned} (not tuned: 12 steps are too few")
 
     monkeypatch.setattr(trainer, "MIN_TUNE_STEPS", 1)
     monkeypatch.setattr(autotune, "time_candidates", fake_times({CL: 0.5}))
@@ -305,7 +312,8 @@ def test_quick_runs_never_time_but_use_the_cache(
     quick_config.epochs, quick_config.limit_batches = 1, 2
     lines: list[str] = []
     trainer.Trainer(build_model(quick_config, bars), quick_config, log=lines.append).fit(bars)
-    assert lines[0] == "cpu settings: fp32 eager (not tuned: limit_batches is set)"
+    untuned = autotune.untuned_default({}).name
+    assert lines[0] == f"cpu settings: {untuned} (not tuned: limit_batches is set)"
 
     monkeypatch.setattr(autotune, "tune", real_tune)
     quick_config.limit_batches = None

@@ -46,12 +46,14 @@ class InterruptAt(Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_matches_uninterrupted(bars: ImageDataset, tmp_path: object) -> None:
-    # Dropout, augmentation, momentum and one-cycle all carry state across epochs.
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_resume_matches_uninterrupted(bars: ImageDataset, tmp_path: object, ema: float) -> None:
+    # Dropout, augmentation, momentum, one-cycle and the EMA all carry state across epochs.
     base = dict(
         model="resnet_mini",
         model_args={"widths": [8, 16], "blocks": [1, 1], "dropout": 0.3},
         epochs=3, batch_size=32, augment="flip,crop,erase", progress=False, threads=1,
+        ema=ema, ema_every=2,
     )  # fmt: skip
     whole = fit(TrainConfig(name="whole", runs_dir=str(tmp_path), **base), bars)  # type: ignore[arg-type]
 
@@ -186,11 +188,40 @@ def test_tta_averages_the_image_and_its_mirror(
     quick_config.epochs, quick_config.limit_batches = 1, 2
     trainer = fit(quick_config, bars)
     images = bars.x_test[:8]
+    trainer.config.tta = False
     plain = trainer.predict(images)
     mirrored = trainer.predict(images.flip(3))
+    assert not torch.allclose(plain, mirrored, atol=1e-3)  # else the check below is empty
     trainer.config.tta = True
     assert torch.allclose(trainer.predict(images), (plain + mirrored) / 2, atol=1e-5)
     assert torch.allclose(trainer.predict(images).sum(1), torch.ones(8), atol=1e-5)
+    trainer.config.tta = "flip-shift"
+    assert not torch.allclose(trainer.predict(images), (plain + mirrored) / 2, atol=1e-4)
+
+
+def test_ema_is_evaluated_and_becomes_the_model(
+    bars: ImageDataset, quick_config: TrainConfig
+) -> None:
+    quick_config.epochs, quick_config.ema = 2, 0.9
+    trainer = fit(quick_config, bars)
+    assert trainer.ema is not None and trainer.ema.updates == 2 * (len(bars.x_train) // 32)
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, trainer.ema.average[name]), name
+    # During training, evaluation swaps the average in and the raw weights back out.
+    raw = {k: v + 0.01 if v.is_floating_point() else v for k, v in trainer.ema.average.items()}
+    trainer.model.load_state_dict(raw)
+    averaged = trainer.evaluate(bars.x_test, bars.y_test)
+    assert torch.equal(next(iter(trainer.model.state_dict().values())), next(iter(raw.values())))
+    trainer.ema.copy_to(trainer.model)
+    trainer.ema = None
+    assert trainer.evaluate(bars.x_test, bars.y_test) == averaged
+
+
+def test_ema_and_tta_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"received ema=1\.5"):
+        TrainConfig(ema=1.5)
+    with pytest.raises(ConfigError, match="received 'mirror'"):
+        TrainConfig(tta="mirror")
 
 
 def test_resume_refuses_a_new_length_for_a_whole_run_schedule(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,12 +28,14 @@ from cnnlab.io import atomic_write_text, write_json
 from cnnlab.train import autotune
 from cnnlab.train.callbacks import Callback, EarlyStopping
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.train.ema import WeightEMA
 from cnnlab.train.optim import Schedule, build_optimizer
+from cnnlab.tta import tta_log_probs
 
 CHECKPOINT = "checkpoint.safetensors"
-# Tuning costs ~70 steps of the slowest candidates, once per model and machine; a run
-# shorter than this would spend a large share of its time on it.
-MIN_TUNE_STEPS = 1000
+# Tuning costs a few seconds, once per model, shape and machine (the choice is cached);
+# runs shorter than this use autotune.untuned_default instead.
+MIN_TUNE_STEPS = 200
 HISTORY_FIELDS = (
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
     "lr", "seconds", "images_per_second",
@@ -77,6 +78,7 @@ class Trainer:
         # channels_last / bf16 / compile as used; fit() resolves the automatic (None) ones.
         self.cpu = autotune.Choice(autotune.CpuSettings.of(config), "config")
         self._forward: Callable[[torch.Tensor], torch.Tensor] = model
+        self.ema: WeightEMA | None = None  # the weight average, when config.ema is set
 
     @property
     def checkpoint_path(self) -> Path:
@@ -113,6 +115,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
         self.schedule = Schedule(self.optimizer, cfg, len(train_loader))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        if cfg.ema:
+            self.ema = WeightEMA(self.model, cfg.ema, cfg.ema_every)
         # Models with auxiliary heads define auxiliary_loss(criterion, target), computed
         # from their last training forward; it is added to the main loss.
         self.auxiliary_loss = getattr(self.model, "auxiliary_loss", None)
@@ -130,6 +134,8 @@ class Trainer:
             self._emit("after_epoch")
             if self.save:
                 self._checkpoint()
+        if self.ema is not None:  # from here on the model is the average
+            self.ema.copy_to(self.model)
         self._emit("after_fit")
         return self.history
 
@@ -181,6 +187,8 @@ class Trainer:
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 self.schedule.after_batch()
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
@@ -229,7 +237,8 @@ class Trainer:
     def _log_probs(
         self, images: torch.Tensor, labels: torch.Tensor | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of float32 log-probabilities, averaged over the mirror image with ``tta``."""
+        """Batches of float32 log-probabilities of the weight average when ``ema`` is on,
+        averaged over the test-time views ``tta`` names."""
         cfg = self.config
         labels = labels if labels is not None else torch.zeros(len(images), dtype=torch.int64)
         limit = 1 if cfg.fast_dev_run else cfg.limit_eval_batches
@@ -237,14 +246,16 @@ class Trainer:
             images, labels, cfg.eval_batch_size, self.normalize,
             limit_batches=limit, channels_last=self.cpu.settings.channels_last,
         )  # fmt: skip
+        was_training = self.model.training
         self.model.eval()
-        for x, y in loader:
-            with self._autocast():
-                log_probs = self.model(x).float().log_softmax(1)
-                if cfg.tta:
-                    mirrored = self.model(x.flip(3)).float().log_softmax(1)
-                    log_probs = torch.logaddexp(log_probs, mirrored) - math.log(2)
-            yield log_probs, y
+        weights = self.ema.swapped_in(self.model) if self.ema else contextlib.nullcontext()
+        try:
+            with weights:
+                for x, y in loader:
+                    with self._autocast():
+                        yield tta_log_probs(self.model, x, cfg.tta), y
+        finally:
+            self.model.train(was_training)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -328,6 +339,8 @@ class Trainer:
             "config": self.config.to_dict(),
             "cpu_settings": self.cpu.to_dict(),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         save_checkpoint(self.checkpoint_path, state)
         atomic_write_text(self.run_dir / "history.csv", history_csv(self.history))
 
@@ -355,7 +368,9 @@ class Trainer:
             self.generator.set_state(state["rng"]["loader"])
             for callback, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
                 callback.load_state_dict(cb_state)
-        except (KeyError, RuntimeError, ValueError) as e:
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (KeyError, RuntimeError, ValueError, ConfigError) as e:
             raise CheckpointError(
                 f"{path}: does not match this model/config ({str(e).splitlines()[0]})"
             ) from None
