@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from cnnlab.config import TrainConfig
+from cnnlab.config import TrainConfig, read_yaml
 from cnnlab.errors import CnnlabError, ConfigError, ShapeMismatchError, UnknownNameError
 
 USAGE_ERRORS = (UnknownNameError, ConfigError, ShapeMismatchError)  # exit code 2, like argparse
@@ -44,10 +44,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
+    # Later wins: recipe, then the YAML file, then flags.
+    values: dict[str, object] = {}
+    if args.recipe:
+        from cnnlab.recipes import recipe_values
+
+        values.update(recipe_values(args.recipe))
     if args.config:
-        config = TrainConfig.from_yaml(args.config, **overrides)
-    else:
-        config = TrainConfig.from_dict(overrides)
+        values.update(read_yaml(args.config))
+    config = TrainConfig.from_dict({**values, **overrides})
     print(
         f"training {config.model} on {config.dataset} for {config.epochs} epochs -> {config.run_dir}"
     )
@@ -67,6 +72,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if "report" in metrics:
         print(f"report: {metrics['report']}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from cnnlab.recipes import RECIPES
+
+    for recipe in RECIPES.values():
+        values = " ".join(f"{k}={v}" for k, v in recipe.values.items())
+        print(f"{recipe.name}\n  {recipe.claim}\n  {values}")
     return 0
 
 
@@ -231,9 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model; writes runs/<name>/")
     p.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
+    p.add_argument(
+        "--recipe",
+        help="start from a named recipe (see `cnnlab recipes`); --config and flags override it",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("recipes", help="list the shipped training recipes and what they reach")
+    p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("evaluate", help="test accuracy and loss of a saved model")
     p.add_argument("model", help="saved model folder, e.g. runs/demo")

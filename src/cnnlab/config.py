@@ -129,16 +129,28 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
+    def from_recipe(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A shipped recipe's values (cnnlab.recipes), then ``overrides``."""
+        from cnnlab.recipes import recipe_values
+
+        return cls.from_dict({**recipe_values(name), **overrides})
+
+    @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         """Load a YAML file of config keys, then apply ``overrides`` on top."""
-        try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(
-                f"config file {path}: expected a mapping of keys, received {type(values).__name__}"
-            )
-        return cls.from_dict({**values, **overrides})
+        return cls.from_dict({**read_yaml(path), **overrides})
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping of config keys in a YAML file (not yet checked against the fields)."""
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"config file {path}: expected a mapping of keys, received {type(values).__name__}"
+        )
+    return values

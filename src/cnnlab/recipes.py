@@ -1,0 +1,72 @@
+"""Named training recipes: TrainConfig values measured to reach an accuracy in a time.
+
+A recipe is only a starting point for a config: ``cnnlab train --recipe NAME`` applies
+its values first, then a ``--config`` YAML file, then per-field flags. Each claim is
+measured by ``benchmarks/recipes.py`` and recorded in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnlab.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of TrainConfig values and the result it was measured to give."""
+
+    name: str
+    claim: str  # what it reaches, and where it was measured
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe(
+            "fmnist-fast",
+            "Fashion-MNIST >= 94.0% test accuracy (median of 3 seeds) in under 5 minutes "
+            "of training on 2 CPU cores",
+            {
+                "dataset": "fashion-mnist",
+                "model": "resnet_mini",
+                "epochs": 9,
+                "ema": 0.99,
+                "ema_every": 5,
+            },
+        ),
+        Recipe(
+            "fmnist-best",
+            "Fashion-MNIST >= 95.5% test accuracy (median of 3 seeds) within 60 minutes "
+            "of training on 2 CPU cores",
+            {
+                "dataset": "fashion-mnist",
+                "model": "resnet_mini",
+                "model_args": {"widths": [64, 128, 256], "blocks": [2, 2, 2]},
+                "epochs": 30,
+                "augment": ["flip", {"name": "crop", "padding": 2}],
+                "tta": "flip-shift",
+                "ema": 0.99,
+                "ema_every": 5,
+            },
+        ),
+    )
+}
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes."""
+    return sorted(RECIPES)
+
+
+def recipe_values(name: str) -> dict[str, Any]:
+    """The TrainConfig values of recipe ``name`` (a fresh copy), with its name as run name."""
+    if name not in RECIPES:
+        raise UnknownNameError("recipe", name, RECIPES)
+    values = {"name": name, **RECIPES[name].values}
+    return {
+        k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+        for k, v in values.items()
+    }
