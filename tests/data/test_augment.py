@@ -387,7 +387,7 @@ def test_build_augment_from_list_of_names_and_dicts() -> None:
 
 
 def test_build_augment_unknown_name() -> None:
-    with pytest.raises(UnknownNameError, match=r"'blur'.*affine, crop, erase, flip"):
+    with pytest.raises(UnknownNameError, match=r"'blur'.*affine, altflip, crop, erase, flip"):
         build_augment("flip,blur")
 
 
@@ -437,3 +437,41 @@ def test_ops_reject_bad_input(op: AugmentOp) -> None:
         op(torch.zeros(2, 1, 7, 10, dtype=torch.uint8), gen())
     with pytest.raises(ConfigError, match=r"torch\.Generator, received int"):
         op(images(), 0)  # type: ignore[arg-type]
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch() -> None:
+    from cnnlab.data.augment import AlternatingFlip
+    from cnnlab.data.loader import BatchLoader, Normalize
+
+    n = 1000
+    flips = AlternatingFlip.flips(torch.arange(n), 0)
+    assert 0.45 < flips.float().mean() < 0.55  # about half the images start mirrored
+    assert torch.equal(AlternatingFlip.flips(torch.arange(n), 1), ~flips)
+    assert torch.equal(AlternatingFlip.flips(torch.arange(n), 2), flips)
+    # Image i: a bright pixel in the left column, and its index in the pixel values.
+    images = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = 255
+    labels = torch.arange(n)
+    loader = BatchLoader(
+        images, labels, 64, Normalize([0.0], [1.0]), shuffle=True,
+        augment=build_augment("altflip"), generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    seen: dict[int, list[bool]] = {i: [] for i in range(n)}
+    for epoch in range(2):
+        loader.epoch = epoch
+        for x, y in loader:
+            mirrored = x[:, 0, 0, 3] > 0.5
+            for i, m in zip(y.tolist(), mirrored.tolist(), strict=True):
+                seen[i].append(m)
+    assert all(sorted(both) == [False, True] for both in seen.values())
+
+
+def test_alternating_flip_without_indices_is_a_random_flip() -> None:
+    from cnnlab.data.augment import AlternatingFlip
+
+    x = torch.rand(64, 1, 5, 5)
+    out = AlternatingFlip()(x, torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(o, xi.flip(2)) for o, xi in zip(out, x, strict=True)]
+    unchanged = [torch.equal(o, xi) for o, xi in zip(out, x, strict=True)]
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True))
+    assert 10 < sum(mirrored) < 54

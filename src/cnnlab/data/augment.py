@@ -133,6 +133,46 @@ class RandomFlip:
         return self.apply(x, self.sample(x, generator))
 
 
+@dataclass
+class AlternatingFlip:
+    """Mirror left-right every other epoch, per image (airbench's alternating flip).
+
+    In epoch ``e`` image ``i`` (its index in the dataset) is mirrored when
+    ``bit(i) XOR (e odd)``, with ``bit`` a fixed hash of ``i`` that is 1 for about half
+    the images. So every image is seen both ways in every two epochs, instead of the
+    same way twice by chance a quarter of the time under a random flip, which makes
+    short runs use the mirror images better. Without indices (a call outside a
+    :class:`~cnnlab.data.loader.BatchLoader`) it is a random flip.
+    """
+
+    uses_position = True  # the loader passes each sample's index and the epoch
+
+    @staticmethod
+    def flips(indices: Tensor, epoch: int) -> Tensor:
+        """(B,) bool: which of the images at ``indices`` are mirrored in ``epoch``."""
+        # Knuth's multiplicative hash; its top bit splits the indices about evenly.
+        bits = ((indices.to(torch.int64) * 2654435761) % 2**32) >= 2**31
+        return bits ^ bool(epoch % 2)
+
+    def __call__(
+        self,
+        x: Tensor,
+        generator: torch.Generator,
+        *,
+        indices: Tensor | None = None,
+        epoch: int = 0,
+    ) -> Tensor:
+        _check_batch(x, "AlternatingFlip")
+        if indices is None:
+            return RandomFlip()(x, generator)
+        if len(indices) != len(x):
+            raise ShapeMismatchError(
+                f"Expected one index per image ({len(x)}), received {len(indices)} indices"
+            )
+        mask = self.flips(indices, epoch).to(x.dtype)[:, None, None, None]
+        return _same_format(_select(mask, x.flip(3), x), x)
+
+
 _MODES = ("bilinear", "nearest", "bicubic")
 
 
@@ -317,11 +357,23 @@ class Augment:
 
     def __init__(self, ops: Sequence[AugmentOp]) -> None:
         self.ops = list(ops)
+        # True when an op needs each sample's dataset index and the epoch (AlternatingFlip).
+        self.uses_position = any(getattr(op, "uses_position", False) for op in self.ops)
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def __call__(
+        self,
+        x: Tensor,
+        generator: torch.Generator,
+        *,
+        indices: Tensor | None = None,
+        epoch: int = 0,
+    ) -> Tensor:
         _check_batch(x, "Augment")
         for op in self.ops:
-            x = op(x, generator)
+            if getattr(op, "uses_position", False):
+                x = op(x, generator, indices=indices, epoch=epoch)  # type: ignore[call-arg]
+            else:
+                x = op(x, generator)
         return x
 
     def __repr__(self) -> str:
@@ -333,6 +385,7 @@ class Augment:
 # The strengths are the typical small distortions of the lectures (10 degrees, 10 % shifts).
 _PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
     "flip": (RandomFlip, {}),
+    "altflip": (AlternatingFlip, {}),
     "vflip": (RandomFlip, {"horizontal": False, "vertical": True}),
     "crop": (RandomCrop, {"padding": 4}),
     "affine": (
@@ -353,7 +406,7 @@ def build_augment(spec: Any) -> Augment | None:
     Args:
         spec: None, "none" or [] for no augmentation; a string like "flip,crop"; or a list
             of names and dicts such as ``{"name": "affine", "degrees": 10}``. Names:
-            flip, vflip, crop, affine, shift, rotate, zoom, shear, erase.
+            flip, altflip, vflip, crop, affine, shift, rotate, zoom, shear, erase.
 
     Returns:
         The pipeline, or None when the spec asks for no augmentation.

@@ -71,6 +71,7 @@ class BatchLoader:
         self.shuffle, self.augment, self.generator = shuffle, augment, generator
         self.drop_last, self.limit_batches = drop_last, limit_batches
         self.channels_last = channels_last
+        self.epoch = 0  # the trainer sets it; position-aware augmentation reads it
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -85,6 +86,7 @@ class BatchLoader:
             if order is None:
                 sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
                 images, labels = self.images[sl], self.labels[sl]
+                idx = torch.arange(n)[sl]
             else:
                 idx = order[i * self.batch_size : (i + 1) * self.batch_size]
                 # index_select is ~10x faster than images[idx] for uint8 gathers here.
@@ -93,7 +95,10 @@ class BatchLoader:
             x = images.to(torch.float32).div_(255)
             if self.augment is not None:
                 assert self.generator is not None
-                x = self.augment(x, self.generator)
+                if getattr(self.augment, "uses_position", False):
+                    x = self.augment(x, self.generator, indices=idx, epoch=self.epoch)  # type: ignore[call-arg]
+                else:
+                    x = self.augment(x, self.generator)
             x = self.normalize(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -144,6 +144,7 @@ class Trainer:
     ) -> dict[str, float]:
         """Train one epoch, validate, step the per-epoch schedule; returns the history row."""
         started = time.perf_counter()
+        loader.epoch = self.epoch
         train_loss, train_acc, seen = self._train_epoch(loader)
         seconds = time.perf_counter() - started
         row = {
