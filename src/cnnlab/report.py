@@ -206,17 +206,13 @@ def _mistakes_section(run: _Run) -> str:
     return _section("mistakes", "Worst mistakes", _img(picture, "worst mistakes") + table)
 
 
-def _conv_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
 def _filters_section(run: _Run) -> str:
     grid = visualize.filter_grid(run.model)
     return _section("filters", "Filters", _img(_png_uri(grid, scale=8), "first-layer filters"))
 
 
 def _feature_maps_section(run: _Run) -> str:
-    names = _conv_names(run.model)
+    names = visualize.conv_names(run.model)
     if not names:
         return _section("feature-maps", "Feature maps", "<p>The model has no Conv2d.</p>")
     layers = list(dict.fromkeys([names[0], names[-1]]))  # first and last conv, once each

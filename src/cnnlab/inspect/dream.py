@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.inspect.visualize import capture, find_layer
+from cnnlab.inspect.visualize import capture, conv_names, find_layer
 
 
 @contextmanager
@@ -62,7 +62,7 @@ def _objective(
 
 
 def _last_conv_name(model: nn.Module) -> str:
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    names = conv_names(model)
     if not names:
         raise ConfigError(f"{type(model).__name__} has no Conv2d layer; pass layer=")
     return names[-1]

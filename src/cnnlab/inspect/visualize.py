@@ -98,6 +98,15 @@ def save_png(array: np.ndarray, path: str | os.PathLike[str], scale: int = 1) ->
     return path
 
 
+def conv_names(model: nn.Module) -> list[str]:
+    """Names of the Conv2d layers in definition order. 1x1 convs (shortcut projections,
+    bottleneck reductions) are left out when the model has larger kernels: their maps
+    show little, and a shortcut is often the last conv defined."""
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    spatial = [n for n, m in convs if tuple(m.kernel_size) != (1, 1)]
+    return spatial or [n for n, _ in convs]
+
+
 def find_layer(model: nn.Module, name: str | None, kind: type[nn.Module] = nn.Conv2d) -> nn.Module:
     """The module called ``name``, or the first ``kind`` module when name is None."""
     modules = dict(model.named_modules())
