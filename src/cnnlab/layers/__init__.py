@@ -13,6 +13,7 @@ from cnnlab.layers.conv import (
     SubPixelUpsample,
 )
 from cnnlab.layers.dense import DenseBlock, DenseLayer, Transition
+from cnnlab.layers.dropout import Dropout, dropout
 from cnnlab.layers.inception import InceptionModule
 from cnnlab.layers.local import LocallyConnected2d
 from cnnlab.layers.pool import (
@@ -37,6 +38,7 @@ __all__ = [
     "ConvTranspose2d",
     "DenseBlock",
     "DenseLayer",
+    "Dropout",
     "GlobalPool2d",
     "HighwayConv2d",
     "InceptionModule",
@@ -52,6 +54,7 @@ __all__ = [
     "conv_macs",
     "conv_output_size",
     "conv_params",
+    "dropout",
     "get_activation",
     "same_padding",
 ]

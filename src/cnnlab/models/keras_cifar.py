@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ShapeMismatchError
+from cnnlab.layers.dropout import Dropout
 from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
@@ -21,7 +22,7 @@ def _conv_pair(in_channels: int, out_channels: int) -> list[nn.Module]:
         nn.Conv2d(out_channels, out_channels, 3),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
-        nn.Dropout(0.25),
+        Dropout(0.25),
     ]
 
 
@@ -64,7 +65,7 @@ class KerasCifarNet(Classifier):
             nn.Flatten(),
             nn.Linear(self.flat_features, 512),
             nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
+            Dropout(0.5),
             nn.Linear(512, num_classes),
         )
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError
+from cnnlab.layers.dropout import Dropout
 from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
@@ -100,7 +101,7 @@ class ResNetMini(Classifier):
         return nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Dropout(self.dropout),
+            Dropout(self.dropout),
             nn.Linear(self.num_features, num_classes),
         )
 

@@ -58,6 +58,7 @@ from torch import nn
 from cnnlab.config import TrainConfig
 from cnnlab.data.download import default_cache_dir
 from cnnlab.io import write_json
+from cnnlab.layers.dropout import Dropout
 
 MARGIN = 0.03  # a candidate must be >3% faster than the baseline to replace it
 WARMUP_STEPS = 2  # per candidate, untimed: oneDNN picks kernels on the first calls
@@ -224,7 +225,7 @@ class _Runner:
         self.settings = settings
         self.model = copy.deepcopy(model).train()
         for module in self.model.modules():  # dropout off: the loss check must be exact
-            if isinstance(module, nn.modules.dropout._DropoutNd):
+            if isinstance(module, nn.modules.dropout._DropoutNd | Dropout):
                 module.eval()
         self.x, self.y = x, y
         if settings.channels_last:
