@@ -33,8 +33,8 @@ RECIPES: dict[str, Recipe] = {
                 "dataset": "fashion-mnist",
                 "model": "resnet_mini",
                 "epochs": 9,
-                "ema": 0.99,
-                "ema_every": 5,
+                "augment": "altflip",
+                "label_smoothing": 0.2,
             },
         ),
         Recipe(
