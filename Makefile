@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench data browser install clean
+.PHONY: demo test lint bench bench-recipes data browser install clean
 
 demo: $(STAMP) data
 	$(VENV)/bin/cnnlab train
@@ -24,7 +24,15 @@ lint: $(STAMP)
 bench: $(STAMP) data .venv-keras/.installed
 	$(PY) benchmarks/augment.py
 	$(PY) benchmarks/trainer_overhead.py
+	$(PY) benchmarks/dropout.py
+	$(PY) benchmarks/autotune_check.py --json runs/autotune_check.json
+	@mkdir -p runs
+	$(VENV)/bin/cnnlab bench --json > runs/bench.json
 	$(PY) benchmarks/peers.py --json runs/peers.json
+
+# Time-to-accuracy of the shipped recipes: 3 seeds each (fmnist-fast ~15 min).
+bench-recipes: $(STAMP) data
+	$(PY) benchmarks/recipes.py fmnist-fast --json runs/recipe-fmnist-fast.json
 
 install: $(STAMP)
 
