@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint bench bench-recipes data browser install clean
 
 demo: $(STAMP) data
-	$(VENV)/bin/cnnlab train
+	$(VENV)/bin/cnnlab train --recipe fmnist-fast --name demo
 
 # Tests that need Fashion-MNIST skip with a reason when no copy can be had.
 test: $(STAMP) lint

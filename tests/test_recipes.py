@@ -48,7 +48,7 @@ def test_cli_applies_recipe_then_yaml_then_flags(
     args = ["train", "--recipe", "fmnist-fast", "--config", str(yaml_file), "--lr", "0.2"]
     assert main(args) == 0
     config = seen[-1]
-    assert config.ema == RECIPES["fmnist-fast"].values["ema"]  # from the recipe
+    assert config.augment == RECIPES["fmnist-fast"].values["augment"]  # from the recipe
     assert config.epochs == 3  # the YAML file beats the recipe
     assert config.lr == 0.2  # a flag beats both
     assert main(["train", "--recipe", "nope"]) == 2

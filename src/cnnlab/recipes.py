@@ -27,8 +27,8 @@ RECIPES: dict[str, Recipe] = {
     for recipe in (
         Recipe(
             "fmnist-fast",
-            "Fashion-MNIST >= 94.0% test accuracy (median of 3 seeds) in under 5 minutes "
-            "of training on 2 CPU cores",
+            "Fashion-MNIST test accuracy median 93.82% (3 seeds: 93.66-93.85; the 94.0% "
+            "target is not reached) in 277 s median of training on 2 CPU cores",
             {
                 "dataset": "fashion-mnist",
                 "model": "resnet_mini",
@@ -39,17 +39,16 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "fmnist-best",
-            "Fashion-MNIST >= 95.5% test accuracy (median of 3 seeds) within 60 minutes "
-            "of training on 2 CPU cores",
+            "target: Fashion-MNIST >= 95.5% test accuracy within 60 minutes of training on "
+            "2 CPU cores; NOT yet measured (a 4x wider resnet_mini, 25 epochs, ~50 min "
+            "estimated from its FLOPs and resnet_mini's throughput)",
             {
                 "dataset": "fashion-mnist",
                 "model": "resnet_mini",
-                "model_args": {"widths": [64, 128, 256], "blocks": [2, 2, 2]},
-                "epochs": 30,
-                "augment": ["flip", {"name": "crop", "padding": 2}],
+                "model_args": {"widths": [64, 128, 256], "blocks": [1, 1, 1]},
+                "epochs": 25,
+                "augment": ["altflip", {"name": "crop", "padding": 2}],
                 "tta": "flip-shift",
-                "ema": 0.99,
-                "ema_every": 5,
             },
         ),
     )
