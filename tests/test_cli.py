@@ -141,8 +141,10 @@ def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_the_checkpoint_and_resume_continues(bars_npz: Path, tmp_path: Path) -> None:
+    # --no-autotune: a 1000-epoch run would first time torch.compile (a minute or more).
     args = [sys.executable, "-m", "cnnlab.cli", "train", *data_args(bars_npz), *QUICK,
-            "--runs-dir", str(tmp_path), "--schedule", "constant", "--lr", "0.02"]  # fmt: skip
+            "--runs-dir", str(tmp_path), "--schedule", "constant", "--lr", "0.02",
+            "--no-autotune"]  # fmt: skip
     proc = subprocess.Popen([*args, "--epochs", "1000"], stderr=subprocess.PIPE, text=True)
     checkpoint = tmp_path / "demo" / "checkpoint.safetensors"
     deadline = time.monotonic() + 120
