@@ -145,7 +145,12 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_continues(bars_npz: Path, tmp_pa
     args = [sys.executable, "-m", "cnnlab.cli", "train", *data_args(bars_npz), *QUICK,
             "--runs-dir", str(tmp_path), "--schedule", "constant", "--lr", "0.02",
             "--no-autotune"]  # fmt: skip
-    proc = subprocess.Popen([*args, "--epochs", "1000"], stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the default disposition, as a terminal would.
+    proc = subprocess.Popen(
+        [*args, "--epochs", "1000"], stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     checkpoint = tmp_path / "demo" / "checkpoint.safetensors"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline:
