@@ -92,16 +92,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab import data as datasets
     from cnnlab.predict import evaluate_model
-    from cnnlab.saved import config_of, load
+    from cnnlab.saved import dataset_of, load
 
     model = load(args.model)
-    cfg = config_of(model)
-    name = args.dataset or cfg.get("dataset")
-    if not name:
-        raise ConfigError(f"{args.model} does not record its dataset; pass --dataset NAME")
-    data = datasets.load(name, **(cfg.get("dataset_args") or {}))
+    name, data = dataset_of(model, args.dataset)
     result = evaluate_model(model, data.x_test, data.y_test)
     print(json.dumps({"dataset": name, **result}, indent=2))
     return 0

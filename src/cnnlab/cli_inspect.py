@@ -102,9 +102,8 @@ def cmd_dream(args: argparse.Namespace) -> Path:
 
 def _test_split(args: argparse.Namespace) -> tuple[nn.Module, list[str], Any]:
     """A saved model, its class names and the test split of its (or --dataset's) data."""
-    from cnnlab import data as datasets
     from cnnlab.errors import ConfigError
-    from cnnlab.saved import config_of, load
+    from cnnlab.saved import config_of, dataset_of, load
 
     if not Path(args.model).is_dir():
         raise ConfigError(
@@ -112,10 +111,7 @@ def _test_split(args: argparse.Namespace) -> tuple[nn.Module, list[str], Any]:
         )
     model = load(args.model)
     config = config_of(model)
-    name = args.dataset or config.get("dataset")
-    if not name:
-        raise ConfigError(f"{args.model} does not record its dataset; pass --dataset NAME")
-    data = datasets.load(name, **(config.get("dataset_args") or {}))
+    _, data = dataset_of(model, args.dataset)
     if args.images:
         data.x_test, data.y_test = data.x_test[: args.images], data.y_test[: args.images]
     return model, list(config.get("classes") or data.classes), data

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,6 +19,9 @@ from cnnlab.data.loader import Normalize, to_input
 from cnnlab.errors import CheckpointError, ConfigError, UnknownNameError
 from cnnlab.io import load_tensors, save_tensors, write_json
 from cnnlab.models import create_model
+
+if TYPE_CHECKING:
+    from cnnlab.data.dataset import ImageDataset
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -114,3 +117,19 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
 def preprocess(images: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
     """uint8 (N, C, H, W) -> the normalised float input the saved model was trained on."""
     return to_input(images, Normalize(config.get("mean") or [0.0], config.get("std") or [1.0]))
+
+
+def dataset_of(model: nn.Module, name: str | None = None) -> tuple[str, ImageDataset]:
+    """The dataset a loaded model was trained on (or ``name``), loaded: (name, data).
+
+    Raises:
+        ConfigError: the model does not record its dataset and no name was given.
+    """
+    from cnnlab import data as datasets
+
+    config = config_of(model)
+    chosen = name or config.get("dataset")
+    if not chosen:
+        raise ConfigError("the saved model does not record its dataset; pass --dataset NAME")
+    args = (config.get("dataset_args") or {}) if chosen == config.get("dataset") else {}
+    return chosen, datasets.load(chosen, **args)
