@@ -7,6 +7,7 @@ measured by ``benchmarks/recipes.py`` and recorded in BENCHMARKS.md.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +64,4 @@ def recipe_values(name: str) -> dict[str, Any]:
     """The TrainConfig values of recipe ``name`` (a fresh copy), with its name as run name."""
     if name not in RECIPES:
         raise UnknownNameError("recipe", name, RECIPES)
-    values = {"name": name, **RECIPES[name].values}
-    return {
-        k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-        for k, v in values.items()
-    }
+    return copy.deepcopy({"name": name, **RECIPES[name].values})

@@ -7,6 +7,7 @@ the two unshifted views carry half the weight, the four shifted ones the other h
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -53,7 +54,5 @@ def tta_log_probs(model: nn.Module, x: torch.Tensor, mode: Any) -> torch.Tensor:
     if len(views) == 1:
         return model(x).float().log_softmax(1)
     total = sum(weight for _, weight in views)
-    stacked = torch.stack(
-        [model(v).float().log_softmax(1) + torch.tensor(w / total).log() for v, w in views]
-    )
+    stacked = torch.stack([model(v).float().log_softmax(1) + math.log(w / total) for v, w in views])
     return torch.logsumexp(stacked, dim=0)

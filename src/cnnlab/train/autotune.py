@@ -55,6 +55,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.bench import native_bf16 as cpu_bf16_flag
 from cnnlab.config import TrainConfig
 from cnnlab.data.download import default_cache_dir
 from cnnlab.io import write_json
@@ -162,15 +163,12 @@ def native_bf16() -> tuple[bool, str]:
     """Whether the CPU computes bf16 natively, and the reason in words.
 
     torch's own check (``mkldnn._is_mkldnn_bf16_supported``) is true on any AVX-512
-    CPU, where oneDNN emulates bf16 and runs slower than fp32; the flags are what count.
+    CPU, where oneDNN emulates bf16 and runs slower than fp32; the flags are what count
+    (:func:`cnnlab.bench.native_bf16` reads them).
     """
-    _, flags = cpu_info()
-    if not flags:  # no /proc/cpuinfo (macOS, Windows): ask torch's own CPU probe
-        probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-        flags = ["avx512_bf16"] if probe is not None and probe() else []
-    native = sorted({"avx512_bf16", "amx_bf16"} & set(flags))
-    if native:
-        return True, f"CPU has {', '.join(native)}"
+    flag = cpu_bf16_flag()
+    if flag is not None:
+        return True, f"CPU has {flag}"
     return False, "CPU lacks native bf16 (no avx512_bf16 or amx_bf16 flag)"
 
 
