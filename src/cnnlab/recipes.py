@@ -33,7 +33,10 @@ RECIPES: dict[str, Recipe] = {
             {
                 "dataset": "fashion-mnist",
                 "model": "resnet_mini",
-                "epochs": 9,
+                "epochs": 10,
+                "batch_size": 256,  # ~10% more images/s than 128 on 2 cores: a 10th epoch
+                "lr": 0.2,  # scaled with the batch from 0.1 at 128
+                "weight_decay": 1e-3,  # 2 seeds: +0.13 points over 5e-4; 2e-3 lost 0.3
                 "augment": "altflip",
                 "label_smoothing": 0.2,
             },
