@@ -76,6 +76,27 @@ def test_training_throughput_and_fraction_match_hand_arithmetic() -> None:
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_bf16_bench_runs_under_autocast_and_reports_both_peaks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dtypes: list[torch.dtype] = []
+    model = tiny_model()
+    model.register_forward_hook(lambda module, inputs, out: dtypes.append(out.dtype))
+    config = TrainConfig(bf16=True)
+    t = bench.training_throughput(model, TINY_SHAPE, 4, 3, steps=1, warmup=0, config=config)
+    # The FLOP count runs the model once in fp32; the training step ran its head in bf16.
+    assert t.bf16 and dtypes == [torch.float32, torch.bfloat16]
+    result = bench.BenchResult(1, 5e9, 2e10, "amx_bf16", t)
+    assert result.fraction_of_bf16_peak == pytest.approx(t.flops_per_second / 2e10)
+    assert result.fraction_of_peak == pytest.approx(t.flops_per_second / 5e9)
+    text = bench.format_bench(result)
+    assert "bf16 autocast" in text and "fraction of bf16 peak" in text
+    fp32 = bench.training_throughput(tiny_model(), TINY_SHAPE, 4, 3, steps=1, warmup=0)
+    plain = bench.BenchResult(1, 5e9, 2e10, "amx_bf16", fp32)
+    assert plain.fraction_of_bf16_peak is None  # an fp32 run is not held to the bf16 peak
+    assert "fraction of bf16 peak" not in bench.format_bench(plain)
+
+
 def test_training_uses_the_default_configs_optimizer(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[torch.optim.Optimizer] = []
     real_step = torch.optim.SGD.step

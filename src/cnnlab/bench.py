@@ -47,6 +47,7 @@ class Throughput:
     forward_flops: int  # per image: 2 x the summary's conv and linear MACs
     step_seconds: list[float]  # wall time of each timed step
     channels_last: bool  # NHWC activations and weights, as the Trainer runs them
+    bf16: bool = False  # forward and loss under bf16 autocast, as the Trainer's bf16 setting
 
     @property
     def images_per_second(self) -> float:
@@ -85,6 +86,13 @@ class BenchResult:
         t = self.throughput
         return t.best_images_per_second / t.images_per_second * self.fraction_of_peak
 
+    @property
+    def fraction_of_bf16_peak(self) -> float | None:
+        """Training FLOP/s over the bf16 matmul peak, for a bf16 run on a CPU that has one."""
+        if not self.throughput.bf16 or self.peak_bf16 is None:
+            return None
+        return self.throughput.flops_per_second / self.peak_bf16
+
     def to_dict(self) -> dict[str, Any]:
         t = self.throughput
         return {
@@ -94,6 +102,7 @@ class BenchResult:
             "training_flops_per_second": t.flops_per_second,
             "fraction_of_peak": self.fraction_of_peak,
             "best_fraction_of_peak": self.best_fraction_of_peak,
+            "fraction_of_bf16_peak": self.fraction_of_bf16_peak,
         }
 
 
@@ -160,7 +169,7 @@ def make_train_step(
 
     The model is put in training mode and in NHWC unless ``config.channels_last`` is
     False, as the Trainer does; the optimizer and loss come from ``config`` (default
-    ``TrainConfig()``).
+    ``TrainConfig()``), and so does bf16 autocast (``config.bf16`` True; off otherwise).
     """
     import torch
     from torch import nn
@@ -176,9 +185,12 @@ def make_train_step(
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     model.train()
 
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.bf16))
+
     def step() -> None:
         # 1. Forward and loss. 2. Backward. 3. Update: the Trainer's order.
-        loss = criterion(model(x), y)
+        with autocast:
+            loss = criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -224,9 +236,10 @@ def training_throughput(
         started = time.perf_counter()
         step()
         seconds.append(time.perf_counter() - started)
+    cfg = config or TrainConfig()
     return Throughput(
         name or type(model).__name__, input_shape, batch_size, flops, seconds,
-        uses_channels_last(config or TrainConfig()),
+        uses_channels_last(cfg), bool(cfg.bf16),
     )  # fmt: skip
 
 
@@ -261,11 +274,14 @@ def bench(
     warmup: int = 5,
     threads: int | None = None,
     matmul_sizes: Sequence[int] | None = None,
+    bf16: bool = False,
 ) -> BenchResult:
     """Measure the matmul peaks, then a registered model's training throughput.
 
     Defaults are the default training run: ``TrainConfig()``'s model and batch size,
     and its dataset's image shape and class count (resnet_mini, 1x28x28, 128, 10).
+    ``bf16=True`` times the steps under bf16 autocast, as the trainer runs them where its
+    tuner picks bf16; FLOP/s are then reported against both peaks.
 
     Raises:
         UnknownNameError: ``model`` is not registered.
@@ -276,7 +292,7 @@ def bench(
     from cnnlab import data as datasets
     from cnnlab.models import create_model, model_info
 
-    cfg = TrainConfig()
+    cfg = TrainConfig(bf16=bf16)
     dataset = datasets.describe(cfg.dataset)
     name = model or cfg.model
     c, h, w = input_shape or dataset["input_shape"]
@@ -315,18 +331,21 @@ def format_bench(result: BenchResult) -> str:
     )
     shape = "x".join(map(str, t.input_shape))
     layout = "channels_last" if t.channels_last else "NCHW"
+    precision = "bf16 autocast" if t.bf16 else "fp32"
     steps, best = len(t.step_seconds), f"{t.best_images_per_second:,.0f}"
     best_fraction = f"{result.best_fraction_of_peak:.1%}"
     rows = [
         ("threads", f"{result.threads}"),
         ("peak fp32 matmul GFLOP/s", f"{result.peak_fp32 / 1e9:,.1f}"),
         ("peak bf16 matmul GFLOP/s", bf16),
-        ("model", f"{t.model}  input {shape}, batch {t.batch_size}, fp32, {layout}"),
+        ("model", f"{t.model}  input {shape}, batch {t.batch_size}, {precision}, {layout}"),
         ("forward MFLOPs / image", f"{t.forward_flops / 1e6:,.2f}"),
         ("training images / s", f"{t.images_per_second:,.0f}  median of {steps}, best {best}"),
         ("training GFLOP/s (fwd x 3)", f"{t.flops_per_second / 1e9:,.2f}"),
         ("fraction of fp32 peak", f"{result.fraction_of_peak:.1%}  best step {best_fraction}"),
     ]
+    if result.fraction_of_bf16_peak is not None:
+        rows.append(("fraction of bf16 peak", f"{result.fraction_of_bf16_peak:.1%}"))
     return "\n".join(f"{label:<28} {value}" for label, value in rows)
 
 
@@ -353,7 +372,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"Expected --{flag.replace('_', '-')} >= {least}, received {value}")
     result = bench(
         args.model, shape, args.batch_size, args.classes,
-        steps=args.steps, warmup=args.warmup, threads=args.threads,
+        steps=args.steps, warmup=args.warmup, threads=args.threads, bf16=args.bf16,
     )  # fmt: skip
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_bench(result))
     return 0
@@ -376,5 +395,10 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed training steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="train under bf16 autocast (what the trainer's tuner picks on AMX CPUs)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_bench)
