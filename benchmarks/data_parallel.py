@@ -7,7 +7,9 @@ default model (`resnet_mini`, channels_last, batch 128 in all), alternating the 
 sides each round: the 2-thread process, then 2 DDP ranks of 64 images each, which
 all-reduce their gradients every step. It prints images/second of each and their ratio.
 
-    .venv/bin/python benchmarks/data_parallel.py [--rounds 3] [--steps 60]
+    .venv/bin/python benchmarks/data_parallel.py [--rounds 3] [--steps 60] [--bf16]
+
+With ``--bf16`` both sides train under bf16 autocast (what the tuner picks on AMX CPUs).
 """
 
 from __future__ import annotations
@@ -30,15 +32,17 @@ BATCH = 128
 WARMUP = 5  # untimed steps: oneDNN picks its kernels on the first calls
 
 
-def timed_steps(model: nn.Module, batch: int, steps: int) -> float:
+def timed_steps(model: nn.Module, batch: int, steps: int, bf16: bool) -> float:
     """Seconds for ``steps`` SGD steps on one fixed random batch, after a warm-up."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
     criterion = nn.CrossEntropyLoss()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
     def step() -> None:
-        loss = criterion(model(x), y)
+        with autocast:
+            loss = criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -59,23 +63,23 @@ def make_model() -> nn.Module:
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
-def rank_main(rank: int, world: int, store: str, steps: int, out: Any) -> None:
+def rank_main(rank: int, world: int, store: str, steps: int, bf16: bool, out: Any) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     model = nn.parallel.DistributedDataParallel(make_model())
-    seconds = timed_steps(model, BATCH // world, steps)
+    seconds = timed_steps(model, BATCH // world, steps, bf16)
     if rank == 0:
         out.put(seconds)
     dist.destroy_process_group()
 
 
-def data_parallel_seconds(steps: int, world: int = 2) -> float:
+def data_parallel_seconds(steps: int, bf16: bool, world: int = 2) -> float:
     context = mp.get_context("spawn")
     out = context.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         store = str(Path(tmp) / "store")
         ranks = [
-            context.Process(target=rank_main, args=(r, world, store, steps, out))
+            context.Process(target=rank_main, args=(r, world, store, steps, bf16, out))
             for r in range(world)
         ]
         for p in ranks:
@@ -90,12 +94,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--bf16", action="store_true", help="both sides under bf16 autocast")
     args = parser.parse_args()
     ratios = []
     for r in range(args.rounds):
         torch.set_num_threads(2)
-        single = timed_steps(make_model(), BATCH, args.steps)
-        ddp = data_parallel_seconds(args.steps)
+        single = timed_steps(make_model(), BATCH, args.steps, args.bf16)
+        ddp = data_parallel_seconds(args.steps, args.bf16)
         ratios.append(single / ddp)
         images = BATCH * args.steps
         print(
