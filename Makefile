@@ -28,6 +28,7 @@ bench: $(STAMP) data .venv-keras/.installed
 	$(PY) benchmarks/autotune_check.py --json runs/autotune_check.json
 	@mkdir -p runs
 	$(VENV)/bin/cnnlab bench --json > runs/bench.json
+	$(VENV)/bin/cnnlab bench --bf16 --json > runs/bench-bf16.json
 	$(PY) benchmarks/peers.py --json runs/peers.json
 
 # Time-to-accuracy of the shipped recipes: 3 seeds each (fmnist-fast ~15 min).
