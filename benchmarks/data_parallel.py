@@ -27,26 +27,19 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import cnnlab
+from cnnlab.bench import make_train_step
+from cnnlab.config import TrainConfig
 
 BATCH = 128
 WARMUP = 5  # untimed steps: oneDNN picks its kernels on the first calls
 
 
 def timed_steps(model: nn.Module, batch: int, steps: int, bf16: bool) -> float:
-    """Seconds for ``steps`` SGD steps on one fixed random batch, after a warm-up."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,))
-    criterion = nn.CrossEntropyLoss()
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    """Seconds for ``steps`` training steps on one fixed random batch, after a warm-up.
 
-    def step() -> None:
-        with autocast:
-            loss = criterion(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    The step is `cnnlab bench`'s: the default TrainConfig's optimizer and loss, NHWC.
+    """
+    step = make_train_step(model, (1, 28, 28), batch, 10, TrainConfig(bf16=bf16))
     for _ in range(WARMUP):
         step()
     if dist.is_initialized():
