@@ -6,6 +6,7 @@ trainer's own clock over the epochs (train_seconds), the figure the recipe's cla
 about; the whole command's wall time is printed beside it.
 
     python benchmarks/recipes.py fmnist-fast --seeds 0 1 2 [--json runs/recipe.json]
+    python benchmarks/recipes.py --seeds 0 1 2 fmnist-fast -- --lr 0.4   # extra train flags
 """
 
 from __future__ import annotations
