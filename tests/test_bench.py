@@ -76,9 +76,7 @@ def test_training_throughput_and_fraction_match_hand_arithmetic() -> None:
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
-def test_bf16_bench_runs_under_autocast_and_reports_both_peaks(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_bf16_bench_runs_under_autocast_and_reports_both_peaks() -> None:
     dtypes: list[torch.dtype] = []
     model = tiny_model()
     model.register_forward_hook(lambda module, inputs, out: dtypes.append(out.dtype))

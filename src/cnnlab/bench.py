@@ -151,6 +151,16 @@ def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
     return next((flag for flag in NATIVE_BF16_FLAGS if flag in flags), None)
 
 
+def bf16_autocast(enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on the CPU when ``enabled``, else a no-op: how the bf16 setting runs
+    in the trainer, its tuner and `cnnlab bench` alike."""
+    import torch
+
+    if enabled:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def forward_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     """Forward FLOPs of one image: 2 x the conv and linear MACs the summary counts."""
     from cnnlab.inspect.summary import summary
@@ -185,11 +195,9 @@ def make_train_step(
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     model.train()
 
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.bf16))
-
     def step() -> None:
         # 1. Forward and loss. 2. Backward. 3. Update: the Trainer's order.
-        with autocast:
+        with bf16_autocast(bool(cfg.bf16)):
             loss = criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,8 +235,9 @@ def training_throughput(
             f"Expected steps >= 1, warmup >= 0 and batch_size >= 1, "
             f"received steps={steps}, warmup={warmup}, batch_size={batch_size}"
         )
+    cfg = config or TrainConfig()
     flops = forward_flops(model, input_shape)
-    step = make_train_step(model, input_shape, batch_size, num_classes, config)
+    step = make_train_step(model, input_shape, batch_size, num_classes, cfg)
     for _ in range(warmup):
         step()
     seconds = []
@@ -236,7 +245,6 @@ def training_throughput(
         started = time.perf_counter()
         step()
         seconds.append(time.perf_counter() - started)
-    cfg = config or TrainConfig()
     return Throughput(
         name or type(model).__name__, input_shape, batch_size, flops, seconds,
         uses_channels_last(cfg), bool(cfg.bf16),

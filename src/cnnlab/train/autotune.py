@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.bench import bf16_autocast
 from cnnlab.bench import native_bf16 as cpu_bf16_flag
 from cnnlab.config import TrainConfig
 from cnnlab.data.download import default_cache_dir
@@ -243,12 +244,7 @@ class _Runner:
 
     def step(self) -> float:
         """One training step, as Trainer._train_epoch does it; returns the loss."""
-        autocast = (
-            torch.autocast("cpu", dtype=torch.bfloat16)
-            if self.settings.bf16
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with bf16_autocast(self.settings.bf16):
             loss = self.criterion(self.forward(self.x), self.y)
             if self.auxiliary_loss is not None:
                 loss = loss + self.auxiliary_loss(self.criterion, self.y)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cnnlab.bench import bf16_autocast
 from cnnlab.config import TrainConfig
 from cnnlab.data.augment import build_augment
 from cnnlab.data.dataset import ImageDataset
@@ -176,7 +177,7 @@ class Trainer:
         with bar:
             for self.batch, (x, y) in enumerate(loader):
                 self._emit("before_batch")
-                with self._autocast():
+                with bf16_autocast(self.cpu.settings.bf16):
                     logits = self._forward(x)
                     loss = self.criterion(logits, y)
                     if self.auxiliary_loss is not None:  # e.g. GoogLeNet's side classifiers
@@ -253,7 +254,7 @@ class Trainer:
         try:
             with weights:
                 for x, y in loader:
-                    with self._autocast():
+                    with bf16_autocast(self.cpu.settings.bf16):
                         yield tta_log_probs(self.model, x, cfg.tta), y
         finally:
             self.model.train(was_training)
@@ -286,11 +287,6 @@ class Trainer:
         self._forward = torch.compile(self.model) if self.cpu.settings.compile else self.model
         if self.save:
             write_json(self.run_dir / "cpu_settings.json", self.cpu.to_dict())
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cpu.settings.bf16:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def _emit(self, event: str) -> None:
         for callback in self.callbacks:
