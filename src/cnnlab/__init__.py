@@ -18,13 +18,14 @@ if "torch" not in sys.modules:
 
 if TYPE_CHECKING:
     from cnnlab.config import TrainConfig
-    from cnnlab.models import create_model, list_models
+    from cnnlab.models import Ensemble, create_model, list_models
     from cnnlab.saved import load, save
     from cnnlab.train.trainer import Trainer
 
 # The public API, imported on first use: `import cnnlab.reference` (NumPy only) must
 # work without loading torch.
 _EXPORTS = {
+    "Ensemble": "cnnlab.models",
     "TrainConfig": "cnnlab.config",
     "Trainer": "cnnlab.train.trainer",
     "create_model": "cnnlab.models",
@@ -33,7 +34,16 @@ _EXPORTS = {
     "save": "cnnlab.saved",
 }
 
-__all__ = ["TrainConfig", "Trainer", "__version__", "create_model", "list_models", "load", "save"]
+__all__ = [
+    "Ensemble",
+    "TrainConfig",
+    "Trainer",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load",
+    "save",
+]
 
 
 def __getattr__(name: str) -> Any:

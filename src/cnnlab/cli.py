@@ -59,8 +59,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         metrics = run_training(config, resume=args.resume)
     except KeyboardInterrupt:
+        member = "member-*/" if config.ensemble > 1 else ""
+        checkpoints = f"{config.run_dir}/{member}checkpoint.safetensors"
         print(
-            f"\ninterrupted; the last complete epoch is in {config.run_dir}/checkpoint.safetensors"
+            f"\ninterrupted; the last complete epoch is in {checkpoints}"
             " — run the same command with --resume to continue",
             file=sys.stderr,
         )

@@ -58,6 +58,10 @@ class TrainConfig:
     # the decay per update, e.g. 0.99; None = off. ema_every: optimizer steps per update.
     ema: float | None = None
     ema_every: int = 1
+    # Train this many copies (member i is seeded seed * ensemble + i) side by side, one
+    # process each, and average their class probabilities (cnnlab.train.ensemble).
+    # On small CPUs one process rarely keeps every core busy; N processes do.
+    ensemble: int = 1
     # Speed.
     # None = automatic: timed on the first run for this model, shape and machine and
     # cached (cnnlab.train.autotune); True/False always wins over the tuner.
@@ -80,7 +84,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the field, its value and what was expected."""
-        positive = ("epochs", "batch_size", "eval_batch_size", "step_epochs", "ema_every")
+        positive = (
+            "epochs", "batch_size", "eval_batch_size", "step_epochs", "ema_every", "ensemble",
+        )  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -31,6 +31,7 @@ from cnnlab.data.dataset import ImageDataset
 from cnnlab.inspect import attribution, embedding, evaluation, visualize
 from cnnlab.inspect.summary import format_summary, summary
 from cnnlab.io import atomic_write_text
+from cnnlab.models.ensemble import Ensemble
 from cnnlab.predict import probabilities
 from cnnlab.saved import config_of, load, preprocess
 
@@ -62,6 +63,8 @@ class _Run:
     x_test: torch.Tensor  # uint8 (N, C, H, W)
     y_test: torch.Tensor  # int64 (N,)
     probs: torch.Tensor  # (N, K)
+    inner: nn.Module  # whose layers the filter, map, Grad-CAM and embedding sections show
+    note: str  # says which model that is, for an ensemble; empty otherwise
 
 
 def _png_uri(array: np.ndarray, scale: int = 1) -> str:
@@ -121,12 +124,24 @@ def _load_run(run_dir: Path, data: ImageDataset | None) -> _Run:
         data = datasets.load(config["dataset"], **(config.get("dataset_args") or {}))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history_path = run_dir / "history.csv"
+    inner, note = model, ""
+    if isinstance(model, Ensemble):  # its members are runs of their own; show the first
+        inner = model.members[0]
+        note = (
+            f"<p>Layers of member-0, one of the {len(model.members)} models the "
+            "ensemble averages; predictions are the ensemble's.</p>"
+        )
+        if not history_path.exists():
+            history_path = run_dir / "member-0" / "history.csv"
     history_text = history_path.read_text() if history_path.exists() else ""
     history = list(csv.DictReader(io.StringIO(history_text)))
     classes = list(config.get("classes") or data.classes)
     with torch.no_grad():
         probs = probabilities(model, data.x_test)
-    return _Run(run_dir, model, config, classes, metrics, history, data.x_test, data.y_test, probs)
+    return _Run(
+        run_dir, model, config, classes, metrics, history, data.x_test, data.y_test, probs,
+        inner, note,
+    )  # fmt: skip
 
 
 def _summary_section(run: _Run) -> str:
@@ -207,17 +222,18 @@ def _mistakes_section(run: _Run) -> str:
 
 
 def _filters_section(run: _Run) -> str:
-    grid = visualize.filter_grid(run.model)
-    return _section("filters", "Filters", _img(_png_uri(grid, scale=8), "first-layer filters"))
+    grid = visualize.filter_grid(run.inner)
+    picture = _img(_png_uri(grid, scale=8), "first-layer filters")
+    return _section("filters", "Filters", run.note + picture)
 
 
 def _feature_maps_section(run: _Run) -> str:
-    names = visualize.conv_names(run.model)
+    names = visualize.conv_names(run.inner)
     if not names:
         return _section("feature-maps", "Feature maps", "<p>The model has no Conv2d.</p>")
     layers = list(dict.fromkeys([names[0], names[-1]]))  # first and last conv, once each
     x = preprocess(run.x_test[:1], run.model_config)
-    maps = visualize.feature_maps(run.model, x, layers)
+    maps = visualize.feature_maps(run.inner, x, layers)
     image = _img(_png_uri(_as_picture(run.x_test[0]), scale=4), "input image", "input")
     figures = [
         _img(
@@ -227,7 +243,7 @@ def _feature_maps_section(run: _Run) -> str:
         )
         for n in layers
     ]
-    return _section("feature-maps", "Feature maps", image + "".join(figures))
+    return _section("feature-maps", "Feature maps", run.note + image + "".join(figures))
 
 
 def _as_picture(image: torch.Tensor) -> np.ndarray:
@@ -238,20 +254,20 @@ def _as_picture(image: torch.Tensor) -> np.ndarray:
 
 def _grad_cam_section(run: _Run, max_images: int) -> str:
     images = run.x_test[:max_images]
-    cams = attribution.grad_cam(run.model, preprocess(images, run.model_config))
+    cams = attribution.grad_cam(run.inner, preprocess(images, run.model_config))
     pred = run.probs[:max_images].argmax(1)
     figures = []
     for i in range(len(images)):
         picture = attribution.overlay(images[i], cams[i])
         caption = f"pred {run.classes[int(pred[i])]} / true {run.classes[int(run.y_test[i])]}"
         figures.append(_img(_png_uri(picture, scale=4), f"grad-cam {i}", caption))
-    return _section("grad-cam", "Grad-CAM", "".join(figures))
+    return _section("grad-cam", "Grad-CAM", run.note + "".join(figures))
 
 
 def _embedding_section(run: _Run) -> str:
     n = min(EMBEDDING_IMAGES, len(run.x_test))
     x = preprocess(run.x_test[:n], run.model_config)
-    features = embedding.penultimate_features(run.model, x)
+    features = embedding.penultimate_features(run.inner, x)
     labels = run.y_test[:n]
     figures = []
     methods: list[tuple[embedding.Method, str]] = [("pca", "PCA"), ("tsne", "t-SNE")]
@@ -260,7 +276,7 @@ def _embedding_section(run: _Run) -> str:
         picture = _file_uri(partial(embedding.scatter_png, points, labels, run.classes))
         figures.append(_img(picture, f"{name} embedding", name))
     note = f"<p>Penultimate-layer features of {n} test images, coloured by true class.</p>"
-    return _section("embedding", "Embedding", note + "".join(figures))
+    return _section("embedding", "Embedding", run.note + note + "".join(figures))
 
 
 def write_report(

@@ -18,7 +18,7 @@ from cnnlab import __version__
 from cnnlab.data.loader import Normalize, to_input
 from cnnlab.errors import CheckpointError, ConfigError, UnknownNameError
 from cnnlab.io import load_tensors, save_tensors, write_json
-from cnnlab.models import create_model
+from cnnlab.models import build_model
 
 if TYPE_CHECKING:
     from cnnlab.data.dataset import ImageDataset
@@ -97,8 +97,8 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
     """
     config = read_config(path)
     try:
-        model = create_model(config["architecture"], **config.get("model_args", {}))
-    except (UnknownNameError, TypeError, ConfigError) as e:
+        model = build_model(config)
+    except (UnknownNameError, TypeError, KeyError, ConfigError) as e:
         raise CheckpointError(
             f"{Path(path) / CONFIG_FILE}: cannot rebuild the model ({e})"
         ) from None

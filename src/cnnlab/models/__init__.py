@@ -20,11 +20,14 @@ from cnnlab.models import (
     xception,
 )
 from cnnlab.models.base import Classifier
+from cnnlab.models.ensemble import Ensemble, build_model
 from cnnlab.models.registry import create_model, list_models, model_info, register_model
 
 __all__ = [
     "Classifier",
+    "Ensemble",
     "alexnet",
+    "build_model",
     "cifar_resnet",
     "create_model",
     "densenet",

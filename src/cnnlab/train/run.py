@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,7 +35,25 @@ def run_training(
 
     Run folder (``config.run_dir``): config.yaml (resolved), checkpoint.safetensors,
     history.csv, config.json + model.safetensors (the saved model), metrics.json.
+    With ``config.ensemble`` > 1 the members train side by side, each in a run folder
+    of its own inside this one (cnnlab.train.ensemble).
     """
+    if config.ensemble > 1:
+        from cnnlab.train.ensemble import run_ensemble
+
+        return run_ensemble(config, resume=resume, data=data)
+    metrics, _ = train_one(config, resume=resume, data=data)
+    return metrics
+
+
+def train_one(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    data: ImageDataset | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], nn.Module]:
+    """One model's run (what run_training does without an ensemble): (metrics, model)."""
     # 1. Data and model, both seeded so a rerun builds the same initial weights.
     if data is None:
         data = datasets.load(config.dataset, **config.dataset_args)
@@ -45,7 +64,7 @@ def run_training(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", config.to_yaml())
     # 2. Train.
-    trainer = Trainer(model, config)
+    trainer = Trainer(model, config, log=log)
     started = time.perf_counter()
     history = trainer.fit(data, resume=resume)
     train_seconds = sum(row["seconds"] for row in history)
@@ -81,4 +100,4 @@ def run_training(
             from cnnlab.report import write_report  # matplotlib loads only when needed
 
             metrics["report"] = str(write_report(run_dir, data=data))
-    return metrics
+    return metrics, trainer.model

@@ -1,0 +1,170 @@
+"""Ensembles trained side by side: N members, one process each, probabilities averaged.
+
+Why processes: one training process of a small network leaves a small CPU's cores
+partly idle. Its steps are many short ops that do not split well over threads (on a
+2-core AMX machine one bf16 thread trains ``resnet_mini`` about as fast as two;
+BENCHMARKS.md), while N single-thread processes keep every core busy and need no
+communication until the end. Averaging N models' probabilities then buys accuracy
+that a single model would need a longer run for.
+
+Run folder: ``RUN/member-0``, ``RUN/member-1``, ... are complete runs of their own
+(checkpoint, history, saved model; resumable one by one); ``RUN`` itself holds the
+resolved config, the saved :class:`~cnnlab.models.ensemble.Ensemble`, metrics.json
+(with each member's accuracy) and the report.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
+from typing import Any
+
+import torch
+
+from cnnlab import data as datasets
+from cnnlab.config import TrainConfig
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.io import atomic_write_text, write_json
+from cnnlab.models.ensemble import Ensemble, build_model
+from cnnlab.predict import evaluate_model
+from cnnlab.saved import save
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def plan(config: TrainConfig, cores: int | None = None) -> tuple[int, int]:
+    """(processes at once, torch threads per member) for ``config.ensemble`` members.
+
+    One process per core, at most one per member; the cores are shared out evenly
+    unless ``config.threads`` says how many each member uses.
+    """
+    cores = cores or available_cores()
+    processes = max(1, min(config.ensemble, cores))
+    threads = config.threads or max(1, cores // processes)
+    return processes, threads
+
+
+def member_config(config: TrainConfig, index: int, threads: int, parallel: bool) -> TrainConfig:
+    """Member ``index``'s config: its own seed, run folder inside the ensemble's, threads.
+
+    Seeds are ``seed * ensemble + index``, so ensembles with different seeds share no
+    member. Parallel members print epoch lines but no progress bars (they would mix).
+    """
+    values = config.to_dict()
+    values.update(
+        ensemble=1,
+        seed=config.seed * config.ensemble + index,
+        name=f"member-{index}",
+        runs_dir=str(config.run_dir),
+        threads=threads,
+        report=False,
+        progress=config.progress and not parallel,
+    )
+    return TrainConfig.from_dict(values)
+
+
+def _train_member(
+    config: TrainConfig, resume: bool, data: ImageDataset
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
+    """Train one member (in a worker process): (metrics, model record, weights)."""
+    from cnnlab.train.run import train_one
+
+    def log(line: str) -> None:
+        print(f"[{config.name}] {line}", flush=True)
+
+    metrics, model = train_one(config, resume=resume, data=data, log=log)
+    record = dict(getattr(model, "cnnlab_config", {}))
+    return metrics, record, {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def run_ensemble(
+    config: TrainConfig, *, resume: bool = False, data: ImageDataset | None = None
+) -> dict[str, Any]:
+    """Train ``config.ensemble`` members side by side, then test and save their average.
+
+    Returns metrics as ``run_training`` does; ``train_seconds`` is the slowest member's
+    training time (they train at the same time), ``wall_seconds`` the whole member phase
+    including start-up, and ``members`` lists each member's seed, accuracy and time.
+    """
+    if data is None:
+        data = datasets.load(config.dataset, **config.dataset_args)
+    processes, threads = plan(config)
+    members = [
+        member_config(config, i, threads, parallel=processes > 1) for i in range(config.ensemble)
+    ]
+    run_dir = config.run_dir
+    if not config.fast_dev_run:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+    print(
+        f"ensemble of {config.ensemble} x {config.model}: {processes} process(es) at a time, "
+        f"{threads} thread(s) each, members in {run_dir}/member-*",
+        flush=True,
+    )
+    # 1. The members, side by side.
+    started = time.perf_counter()
+    if processes == 1:
+        results = [_train_member(c, resume, data) for c in members]
+    else:
+        context = multiprocessing.get_context("spawn")  # fork after torch threads is unsafe
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            results = list(pool.map(_train_member, members, repeat(resume), repeat(data)))
+    wall = time.perf_counter() - started
+    # 2. Their average, with what predict() needs to prepare images and repeat the TTA.
+    models = []
+    for _, record, state in results:
+        model = build_model(record)
+        model.load_state_dict(state)
+        models.append(model)
+    ensemble = Ensemble(models).eval()
+    mean, std = data.channel_stats()
+    extra: dict[str, Any] = {
+        "dataset": config.dataset,
+        "dataset_args": config.dataset_args,
+        "tta": config.tta,
+    }
+    ensemble.cnnlab_config = {**ensemble.cnnlab_config, "mean": mean, "std": std, **extra}
+    n_test = config.eval_batch_size if config.fast_dev_run else len(data.x_test)
+    test = evaluate_model(ensemble, data.x_test[:n_test], data.y_test[:n_test])
+    metrics: dict[str, Any] = {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_images": test["n"],
+        "epochs": max(m["epochs"] for m, _, _ in results),
+        "train_seconds": max(m["train_seconds"] for m, _, _ in results),
+        "wall_seconds": wall,
+        "model": f"ensemble of {config.ensemble} x {config.model}",
+        "dataset": data.name,
+        "run_dir": str(run_dir),
+        "members": [
+            {
+                "run_dir": m["run_dir"],
+                "seed": c.seed,
+                "test_accuracy": m["test_accuracy"],
+                "train_seconds": m["train_seconds"],
+            }
+            for c, (m, _, _) in zip(members, results, strict=True)
+        ],
+    }
+    for c, (m, _, _) in zip(members, results, strict=True):
+        print(f"[{c.name}] test accuracy {m['test_accuracy']:.2%} (seed {c.seed})")
+    # 3. The run folder.
+    if not config.fast_dev_run:
+        save(
+            ensemble, run_dir, classes=data.classes, input_shape=data.input_shape,
+            mean=mean, std=std, extra=extra,
+        )  # fmt: skip
+        write_json(run_dir / "metrics.json", metrics)
+        if config.report:
+            from cnnlab.report import write_report
+
+            metrics["report"] = str(write_report(run_dir, data=data))
+    return metrics

@@ -1,0 +1,99 @@
+"""Ensembles trained side by side: the plan, the members' configs, and a real run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnlab
+from cnnlab.config import TrainConfig
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.errors import ConfigError
+from cnnlab.models import Ensemble
+from cnnlab.predict import evaluate_model, probabilities
+from cnnlab.report import write_report
+from cnnlab.train import ensemble as ens
+from cnnlab.train.run import run_training
+
+
+@pytest.mark.parametrize(
+    ("members", "cores", "threads", "expected"),
+    [
+        (2, 2, None, (2, 1)),  # one process per core
+        (3, 2, None, (2, 1)),  # never more processes than cores
+        (2, 8, None, (2, 4)),  # the cores shared out
+        (2, 1, None, (1, 1)),  # one core: one member after the other
+        (2, 8, 1, (2, 1)),  # the config's threads win
+    ],
+)
+def test_plan(members: int, cores: int, threads: int | None, expected: tuple[int, int]) -> None:
+    config = TrainConfig(ensemble=members, threads=threads)
+    assert ens.plan(config, cores=cores) == expected
+
+
+def test_members_get_their_own_seed_folder_and_threads(tmp_path: Path) -> None:
+    config = TrainConfig(name="e", runs_dir=str(tmp_path), seed=3, ensemble=2, epochs=4)
+    members = [ens.member_config(config, i, threads=1, parallel=True) for i in range(2)]
+    # Seed s with N members takes seeds s*N .. s*N+N-1: ensembles of seeds 3 and 4 share none.
+    assert [m.seed for m in members] == [6, 7]
+    assert [m.run_dir for m in members] == [
+        tmp_path / "e" / "member-0",
+        tmp_path / "e" / "member-1",
+    ]
+    assert all(m.ensemble == 1 and m.threads == 1 and m.epochs == 4 for m in members)
+    assert not any(m.progress or m.report for m in members)
+
+
+def test_ensemble_must_be_a_positive_int() -> None:
+    with pytest.raises(ConfigError, match="ensemble=0"):
+        TrainConfig(ensemble=0)
+
+
+@pytest.mark.parametrize("cores", [1, 2])  # one after the other; two processes at once
+def test_a_run_saves_members_and_their_average(
+    tmp_path: Path,
+    quick_config: TrainConfig,
+    bars: ImageDataset,
+    cores: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ens, "available_cores", lambda: cores)
+    config = TrainConfig.from_dict(
+        {**quick_config.to_dict(), "ensemble": 2, "epochs": 2, "report": False, "threads": None}
+    )
+    metrics = run_training(config, data=bars)
+    run_dir = config.run_dir
+    members = [cnnlab.load(run_dir / f"member-{i}") for i in range(2)]
+    # Different seeds, different weights.
+    assert not torch.equal(members[0].features[0].weight, members[1].features[0].weight)
+    saved = cnnlab.load(run_dir)
+    assert isinstance(saved, Ensemble)
+    # Oracle: the saved ensemble predicts the mean of its saved members' probabilities.
+    mean = (probabilities(members[0], bars.x_test) + probabilities(members[1], bars.x_test)) / 2
+    torch.testing.assert_close(probabilities(saved, bars.x_test), mean, atol=1e-5, rtol=1e-4)
+    test = evaluate_model(saved, bars.x_test, bars.y_test)
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk["test_accuracy"] == metrics["test_accuracy"] == test["accuracy"]
+    assert [m["seed"] for m in on_disk["members"]] == [0, 1]
+    assert on_disk["train_seconds"] == max(m["train_seconds"] for m in on_disk["members"])
+    for i in range(2):
+        member = json.loads((run_dir / f"member-{i}" / "metrics.json").read_text())
+        assert member["test_accuracy"] == on_disk["members"][i]["test_accuracy"]
+        assert (run_dir / f"member-{i}" / "history.csv").exists()
+    if cores == 1:  # the report shows member-0's layers and curves, the ensemble's predictions
+        page = write_report(run_dir, max_images=2, data=bars).read_text()
+        assert "Layers of member-0, one of the 2 models" in page
+        assert "No history.csv" not in page
+
+
+def test_fast_dev_run_writes_nothing(
+    tmp_path: Path, quick_config: TrainConfig, bars: ImageDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ens, "available_cores", lambda: 1)
+    config = TrainConfig.from_dict({**quick_config.to_dict(), "ensemble": 2, "fast_dev_run": True})
+    metrics = run_training(config, data=bars)
+    assert 0 <= metrics["test_accuracy"] <= 1 and len(metrics["members"]) == 2
+    assert not config.run_dir.exists()
