@@ -34,8 +34,8 @@ RECIPES: dict[str, Recipe] = {
             {
                 "dataset": "fashion-mnist",
                 "model": "resnet_mini",
-                # One bf16 process trains resnet_mini about as fast on 1 thread as on 2, so
-                # two 1-thread members side by side fit in the time of one 10-epoch run.
+                # Two 1-thread processes train 1.39x the images/s of one 2-thread process
+                # (bf16), so two 9-epoch members fit in the time of one 10-epoch run.
                 # 3 seeds: 93.84% median vs 93.72% for one 10-epoch run (BENCHMARKS.md).
                 "epochs": 9,
                 "ensemble": 2,

@@ -1,11 +1,11 @@
 """Ensembles trained side by side: N members, one process each, probabilities averaged.
 
 Why processes: one training process of a small network leaves a small CPU's cores
-partly idle. Its steps are many short ops that do not split well over threads (on a
-2-core AMX machine one bf16 thread trains ``resnet_mini`` about as fast as two;
-BENCHMARKS.md), while N single-thread processes keep every core busy and need no
-communication until the end. Averaging N models' probabilities then buys accuracy
-that a single model would need a longer run for.
+partly idle. Its steps are many short ops that do not split well over threads, while
+independent 1-thread processes need no communication until the end. On 2 cores
+(``benchmarks/side_by_side.py``, resnet_mini) two 1-thread processes together train
+1.39x the images/second of one 2-thread process in bf16 and 1.15x in fp32; averaging
+the two models then buys accuracy a single model would need a longer run for.
 
 Run folder: ``RUN/member-0``, ``RUN/member-1``, ... are complete runs of their own
 (checkpoint, history, saved model; resumable one by one); ``RUN`` itself holds the
