@@ -52,7 +52,12 @@ def penultimate_features(
         model, "forward_features", None
     )
     if forward is None:
-        raise ConfigError(f"{type(model).__name__} has no forward_features (not a zoo model)")
+        hint = (
+            "; an ensemble's members are models of their own (RUN/member-0, ...)"
+            if hasattr(model, "members")
+            else ""
+        )
+        raise ConfigError(f"{type(model).__name__} has no forward_features (not a zoo model){hint}")
     was_training = model.training
     model.eval()
     try:
