@@ -63,7 +63,7 @@ class _Run:
     x_test: torch.Tensor  # uint8 (N, C, H, W)
     y_test: torch.Tensor  # int64 (N,)
     probs: torch.Tensor  # (N, K)
-    inner: nn.Module  # whose layers the filter, map, Grad-CAM and embedding sections show
+    inner: nn.Module  # whose layers the filter, feature-map and embedding sections show
     note: str  # says which model that is, for an ensemble; empty otherwise
 
 
@@ -254,14 +254,15 @@ def _as_picture(image: torch.Tensor) -> np.ndarray:
 
 def _grad_cam_section(run: _Run, max_images: int) -> str:
     images = run.x_test[:max_images]
-    cams = attribution.grad_cam(run.inner, preprocess(images, run.model_config))
+    # For an ensemble, grad_cam averages the members' maps for the ensemble's class.
+    cams = attribution.grad_cam(run.model, preprocess(images, run.model_config))
     pred = run.probs[:max_images].argmax(1)
     figures = []
     for i in range(len(images)):
         picture = attribution.overlay(images[i], cams[i])
         caption = f"pred {run.classes[int(pred[i])]} / true {run.classes[int(run.y_test[i])]}"
         figures.append(_img(_png_uri(picture, scale=4), f"grad-cam {i}", caption))
-    return _section("grad-cam", "Grad-CAM", run.note + "".join(figures))
+    return _section("grad-cam", "Grad-CAM", "".join(figures))
 
 
 def _embedding_section(run: _Run) -> str:

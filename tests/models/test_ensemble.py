@@ -86,3 +86,20 @@ def test_a_damaged_ensemble_config_is_a_checkpoint_error(tmp_path: Path) -> None
     write_json(folder / "config.json", {"architecture": "ensemble", "model_args": {}})
     with pytest.raises(CheckpointError, match="cannot rebuild"):
         cnnlab.load(folder)
+
+
+def test_grad_cam_of_an_ensemble_averages_its_members_maps() -> None:
+    from cnnlab.inspect.attribution import grad_cam
+
+    members = _members(2)
+    ensemble = Ensemble(members).eval()
+    x = torch.randn(3, 1, 12, 12)
+    cam = grad_cam(ensemble, x)
+    assert cam.shape == (3, 12, 12) and cam.min() >= 0 and cam.max() <= 1
+    # Oracle: each member's map for the class the ensemble predicts, averaged, rescaled.
+    with torch.no_grad():
+        cls = ensemble(x).argmax(1)
+    mean = torch.stack([grad_cam(m, x, cls) for m in members]).mean(0)
+    low = mean.flatten(1).min(1).values[:, None, None]
+    high = mean.flatten(1).max(1).values[:, None, None]
+    torch.testing.assert_close(cam, (mean - low) / (high - low))

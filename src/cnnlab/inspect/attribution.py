@@ -182,8 +182,17 @@ def grad_cam(
 
     Returns:
         The class activation map, bilinearly upsampled to (H, W), scaled to [0, 1].
+        For an :class:`~cnnlab.models.Ensemble` without ``layer``: the mean of its
+        members' maps for the class the ensemble predicts (or ``target``), rescaled.
     """
     _check_batch(x)
+    members = getattr(model, "members", None)
+    if layer is None and isinstance(members, nn.ModuleList):
+        # No single last feature map: each member's map, for the ensemble's class.
+        if target is None:
+            with _inspecting(model), torch.no_grad():
+                target = model(x).argmax(1)
+        return _normalise(torch.stack([grad_cam(m, x, target) for m in members]).mean(0))
     with _inspecting(model):
         # Frozen parameters: the input must require grad for A to carry a gradient.
         x = x.detach().clone().requires_grad_(True)
