@@ -97,3 +97,10 @@ def test_fast_dev_run_writes_nothing(
     metrics = run_training(config, data=bars)
     assert 0 <= metrics["test_accuracy"] <= 1 and len(metrics["members"]) == 2
     assert not config.run_dir.exists()
+
+
+def test_a_trainer_refuses_an_ensemble_config(quick_config: TrainConfig) -> None:
+    config = TrainConfig.from_dict({**quick_config.to_dict(), "ensemble": 2})
+    model = cnnlab.create_model("resnet_mini", num_classes=3, widths=[4], blocks=[1])
+    with pytest.raises(ConfigError, match=r"ensemble=2.*run_training"):
+        cnnlab.Trainer(model, config)

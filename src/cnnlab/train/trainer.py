@@ -63,6 +63,12 @@ class Trainer:
         run_dir: str | Path | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
+        if config.ensemble > 1:
+            raise ConfigError(
+                f"Trainer trains one model, received ensemble={config.ensemble}; ensembles "
+                "are trained by cnnlab.train.run.run_training (or `cnnlab train`), which "
+                "runs one Trainer per member"
+            )
         self.model, self.config, self.log = model, config, log
         self.callbacks = list(callbacks)
         if config.early_stopping:
