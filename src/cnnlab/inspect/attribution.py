@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.models.ensemble import Ensemble
 
 _OCCLUSION_CHUNK = 256  # occluded copies per forward pass: bounds memory, avoids per-patch calls
 
@@ -186,13 +187,12 @@ def grad_cam(
         members' maps for the class the ensemble predicts (or ``target``), rescaled.
     """
     _check_batch(x)
-    members = getattr(model, "members", None)
-    if layer is None and isinstance(members, nn.ModuleList):
+    if layer is None and isinstance(model, Ensemble):
         # No single last feature map: each member's map, for the ensemble's class.
         if target is None:
             with _inspecting(model), torch.no_grad():
                 target = model(x).argmax(1)
-        return _normalise(torch.stack([grad_cam(m, x, target) for m in members]).mean(0))
+        return _normalise(torch.stack([grad_cam(m, x, target) for m in model.members]).mean(0))
     with _inspecting(model):
         # Frozen parameters: the input must require grad for A to carry a gradient.
         x = x.detach().clone().requires_grad_(True)

@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnlab.errors import ConfigError, ShapeMismatchError
 from cnnlab.inspect.visualize import save_png
+from cnnlab.models.ensemble import Ensemble
 
 Method = Literal["pca", "tsne"]
 
@@ -54,7 +55,7 @@ def penultimate_features(
     if forward is None:
         hint = (
             "; an ensemble's members are models of their own (RUN/member-0, ...)"
-            if hasattr(model, "members")
+            if isinstance(model, Ensemble)
             else ""
         )
         raise ConfigError(f"{type(model).__name__} has no forward_features (not a zoo model){hint}")

@@ -27,10 +27,9 @@ import torch
 from cnnlab import data as datasets
 from cnnlab.config import TrainConfig
 from cnnlab.data.dataset import ImageDataset
-from cnnlab.io import atomic_write_text, write_json
 from cnnlab.models.ensemble import Ensemble, build_model
 from cnnlab.predict import evaluate_model
-from cnnlab.saved import save
+from cnnlab.train.run import finish_run_dir, saved_extra, start_run_dir, train_one
 
 
 def available_cores() -> int:
@@ -75,14 +74,12 @@ def _train_member(
     config: TrainConfig, resume: bool, data: ImageDataset
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
     """Train one member (in a worker process): (metrics, model record, weights)."""
-    from cnnlab.train.run import train_one
 
     def log(line: str) -> None:
         print(f"[{config.name}] {line}", flush=True)
 
     metrics, model = train_one(config, resume=resume, data=data, log=log)
-    record = dict(getattr(model, "cnnlab_config", {}))
-    return metrics, record, {k: v.contiguous() for k, v in model.state_dict().items()}
+    return metrics, dict(getattr(model, "cnnlab_config", {})), model.state_dict()
 
 
 def run_ensemble(
@@ -101,9 +98,7 @@ def run_ensemble(
         member_config(config, i, threads, parallel=processes > 1) for i in range(config.ensemble)
     ]
     run_dir = config.run_dir
-    if not config.fast_dev_run:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+    start_run_dir(config)
     print(
         f"ensemble of {config.ensemble} x {config.model}: {processes} process(es) at a time, "
         f"{threads} thread(s) each, members in {run_dir}/member-*",
@@ -125,12 +120,9 @@ def run_ensemble(
         model.load_state_dict(state)
         models.append(model)
     ensemble = Ensemble(models).eval()
-    mean, std = data.channel_stats()
-    extra: dict[str, Any] = {
-        "dataset": config.dataset,
-        "dataset_args": config.dataset_args,
-        "tta": config.tta,
-    }
+    stats = data.channel_stats()  # what every member normalised with
+    mean, std = stats
+    extra = saved_extra(config)
     ensemble.cnnlab_config = {**ensemble.cnnlab_config, "mean": mean, "std": std, **extra}
     n_test = config.eval_batch_size if config.fast_dev_run else len(data.x_test)
     test = evaluate_model(ensemble, data.x_test[:n_test], data.y_test[:n_test])
@@ -157,14 +149,5 @@ def run_ensemble(
     for c, (m, _, _) in zip(members, results, strict=True):
         print(f"[{c.name}] test accuracy {m['test_accuracy']:.2%} (seed {c.seed})")
     # 3. The run folder.
-    if not config.fast_dev_run:
-        save(
-            ensemble, run_dir, classes=data.classes, input_shape=data.input_shape,
-            mean=mean, std=std, extra=extra,
-        )  # fmt: skip
-        write_json(run_dir / "metrics.json", metrics)
-        if config.report:
-            from cnnlab.report import write_report
-
-            metrics["report"] = str(write_report(run_dir, data=data))
+    finish_run_dir(config, ensemble, data, metrics, stats)
     return metrics

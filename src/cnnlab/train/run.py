@@ -59,10 +59,7 @@ def train_one(
         data = datasets.load(config.dataset, **config.dataset_args)
     torch.manual_seed(config.seed)
     model = build_model(config, data)
-    run_dir = config.run_dir
-    if not config.fast_dev_run:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+    start_run_dir(config)
     # 2. Train.
     trainer = Trainer(model, config, log=log)
     started = time.perf_counter()
@@ -79,25 +76,48 @@ def train_one(
         "wall_seconds": time.perf_counter() - started,
         "model": config.model,
         "dataset": data.name,
-        "run_dir": str(run_dir),
+        "run_dir": str(config.run_dir),
     }
-    if not config.fast_dev_run:
-        save(
-            trainer.model,
-            run_dir,
-            classes=data.classes,
-            input_shape=data.input_shape,
-            mean=trainer.normalize.mean.flatten().tolist(),
-            std=trainer.normalize.std.flatten().tolist(),
-            extra={
-                "dataset": config.dataset,
-                "dataset_args": config.dataset_args,
-                "tta": config.tta,
-            },
-        )
-        write_json(run_dir / "metrics.json", metrics)
-        if config.report:
-            from cnnlab.report import write_report  # matplotlib loads only when needed
-
-            metrics["report"] = str(write_report(run_dir, data=data))
+    norm = trainer.normalize
+    stats = (norm.mean.flatten().tolist(), norm.std.flatten().tolist())
+    finish_run_dir(config, trainer.model, data, metrics, stats)
     return metrics, trainer.model
+
+
+def start_run_dir(config: TrainConfig) -> None:
+    """Create the run folder and write the resolved config.yaml (not for fast_dev_run)."""
+    if not config.fast_dev_run:
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config.run_dir / "config.yaml", config.to_yaml())
+
+
+def saved_extra(config: TrainConfig) -> dict[str, Any]:
+    """What a saved model records of its run, beyond weights and normalisation."""
+    return {"dataset": config.dataset, "dataset_args": config.dataset_args, "tta": config.tta}
+
+
+def finish_run_dir(
+    config: TrainConfig,
+    model: nn.Module,
+    data: ImageDataset,
+    metrics: dict[str, Any],
+    stats: tuple[list[float], list[float]],
+) -> None:
+    """Save the model, metrics.json and (when asked) the report; adds "report" to metrics.
+
+    ``stats`` is the (mean, std) per channel the model's inputs were normalised with.
+    Nothing is written for fast_dev_run.
+    """
+    if config.fast_dev_run:
+        return
+    run_dir = config.run_dir
+    mean, std = stats
+    save(
+        model, run_dir, classes=data.classes, input_shape=data.input_shape,
+        mean=mean, std=std, extra=saved_extra(config),
+    )  # fmt: skip
+    write_json(run_dir / "metrics.json", metrics)
+    if config.report:
+        from cnnlab.report import write_report  # matplotlib loads only when needed
+
+        metrics["report"] = str(write_report(run_dir, data=data))
