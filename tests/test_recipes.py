@@ -27,6 +27,12 @@ def test_recipe_values_are_copies() -> None:
     assert RECIPES["fmnist-best"].values["model_args"]["widths"] != [1]
 
 
+def test_from_recipe_takes_any_field_as_an_override_including_name() -> None:
+    config = TrainConfig.from_recipe("fmnist-fast", name="mine", epochs=3)
+    assert (config.name, config.epochs) == ("mine", 3)
+    assert config.model == RECIPES["fmnist-fast"].values["model"]
+
+
 def test_unknown_recipe_names_the_valid_ones() -> None:
     with pytest.raises(UnknownNameError, match="fmnist-fast"):
         TrainConfig.from_recipe("fmnist-fastest")

@@ -135,14 +135,14 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_recipe(cls, name: str, **overrides: Any) -> TrainConfig:
-        """A shipped recipe's values (cnnlab.recipes), then ``overrides``."""
+    def from_recipe(cls, recipe: str, /, **overrides: Any) -> TrainConfig:
+        """A shipped recipe's values (cnnlab.recipes), then ``overrides`` (``name=`` too)."""
         from cnnlab.recipes import recipe_values
 
-        return cls.from_dict({**recipe_values(name), **overrides})
+        return cls.from_dict({**recipe_values(recipe), **overrides})
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+    def from_yaml(cls, path: str | os.PathLike[str], /, **overrides: Any) -> TrainConfig:
         """Load a YAML file of config keys, then apply ``overrides`` on top."""
         return cls.from_dict({**read_yaml(path), **overrides})
 
