@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import cnnlab
 from cnnlab.cli import main
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.train.checkpoint import load_checkpoint
@@ -227,6 +229,40 @@ def test_inspect_commands_write_pngs(
     assert "needs a saved model folder" in capsys.readouterr().err
     assert main(["inspect", "features", str(trained), str(image), "--layer", "nope"]) == 2
     assert "received ['nope']" in capsys.readouterr().err
+
+
+def test_layer_views_of_an_ensemble_show_member_0_unless_told(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    single = cnnlab.load(trained)
+    config = cnnlab.saved.config_of(single)
+    members = [single, cnnlab.load(trained)]
+    with torch.no_grad():  # member 1 differs, so which member was drawn shows
+        next(members[1].parameters()).mul_(-1)
+    folder = cnnlab.save(
+        cnnlab.Ensemble(members), tmp_path / "ens", classes=config["classes"],
+        input_shape=tuple(config["input_shape"]), mean=config["mean"], std=config["std"],
+        extra={k: config[k] for k in ("dataset", "dataset_args") if k in config},
+    )  # fmt: skip
+    by_member = {}
+    for name, folder_or_run in (("ens", folder), ("single", trained)):
+        out = tmp_path / f"{name}.png"
+        assert main(["inspect", "filters", str(folder_or_run), "-o", str(out)]) == 0
+        with Image.open(out) as picture:
+            by_member[name] = np.asarray(picture)
+    printed = capsys.readouterr().out
+    assert f"{folder} is an ensemble of 2 models: showing member 0" in printed
+    assert np.array_equal(by_member["ens"], by_member["single"])  # member 0's filters
+    # A member's own layer name keeps the ensemble and picks that member's layer.
+    out = tmp_path / "m1.png"
+    args = ["inspect", "filters", str(folder), "--layer", "members.1.features.0", "-o", str(out)]
+    assert main(args) == 0
+    assert "showing member 0" not in capsys.readouterr().out
+    with Image.open(out) as picture:
+        assert not np.array_equal(np.asarray(picture), by_member["single"])
+    assert main(["inspect", "embedding", str(folder), "--method", "pca", "--images", "20",
+                 "-o", str(tmp_path / "emb.png")]) == 0  # fmt: skip
+    assert "showing member 0" in capsys.readouterr().out
 
 
 def test_report_command_rewrites_the_page(

@@ -27,6 +27,20 @@ def _model(spec: str) -> tuple[nn.Module, dict[str, Any], tuple[int, int, int]]:
     return create_model(spec, in_channels=shape[0]).eval(), {}, shape
 
 
+def _one_network(model: nn.Module, spec: str, layer: str | None = None) -> nn.Module:
+    """Views of one layer need one network: an ensemble gives its member 0, with a note,
+    unless ``layer`` names a member's layer itself (``members.1.features.4``)."""
+    from cnnlab.models.ensemble import Ensemble
+
+    if not isinstance(model, Ensemble) or (layer or "").startswith("members."):
+        return model
+    print(
+        f"{spec} is an ensemble of {len(model.members)} models: showing member 0, whose "
+        f"layers are named as in {Path(spec) / 'member-0'} (members.1.<layer> for another)"
+    )
+    return model.members[0]
+
+
 def _image(path: str, config: dict[str, Any], shape: tuple[int, int, int]) -> torch.Tensor:
     """One image file -> the normalised (1, C, H, W) input the model expects."""
     from cnnlab.predict import read_image
@@ -46,6 +60,7 @@ def cmd_filters(args: argparse.Namespace) -> Path:
     from cnnlab.inspect.visualize import filter_grid, save_png
 
     model, _, _ = _model(args.model)
+    model = _one_network(model, args.model, args.layer)
     return save_png(filter_grid(model, layer=args.layer, mode=args.mode), args.output, scale=8)
 
 
@@ -53,6 +68,7 @@ def cmd_features(args: argparse.Namespace) -> Path:
     from cnnlab.inspect.visualize import feature_map_grid, feature_maps, save_png
 
     model, config, shape = _model(args.model)
+    model = _one_network(model, args.model, args.layer)
     maps = feature_maps(model, _image(args.image, config, shape), args.layer)
     return save_png(feature_map_grid(maps[args.layer]), args.output, scale=4)
 
@@ -82,6 +98,8 @@ def cmd_maximise(args: argparse.Namespace) -> Path:
     from cnnlab.inspect.visualize import save_png
 
     model, _, shape = _model(args.model)
+    if args.cls is None or args.layer:  # a class of the whole ensemble needs no layer
+        model = _one_network(model, args.model, args.layer)
     kind: Literal["channel", "class"] = "class" if args.cls is not None else "channel"
     target = args.cls if args.cls is not None else args.channel
     image, history = activation_maximisation(
@@ -96,6 +114,7 @@ def cmd_dream(args: argparse.Namespace) -> Path:
     from cnnlab.inspect.visualize import save_png
 
     model, config, shape = _model(args.model)
+    model = _one_network(model, args.model, args.layer)
     dreamed = deep_dream(model, _image(args.image, config, shape), args.layer, steps=args.steps)
     return save_png(_to_display(dreamed), args.output, scale=4)
 
@@ -136,7 +155,8 @@ def cmd_embedding(args: argparse.Namespace) -> Path:
     from cnnlab.saved import config_of, preprocess
 
     model, classes, data = _test_split(args)
-    features = embedding.penultimate_features(model, preprocess(data.x_test, config_of(model)))
+    inputs = preprocess(data.x_test, config_of(model))
+    features = embedding.penultimate_features(_one_network(model, args.model), inputs)
     points = embedding.project(features, args.method)
     return embedding.scatter_png(points, data.y_test, classes, args.output)
 
@@ -150,6 +170,7 @@ def cmd_style(args: argparse.Namespace) -> Path:
     from cnnlab.predict import read_image
 
     model, _, shape = _model(args.model)
+    model = _one_network(model, args.model, args.content_layer)
     features = getattr(model, "features", model)  # zoo CNNs keep their conv stack there
     convs = [n for n, m in features.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
