@@ -58,6 +58,9 @@ class TrainConfig:
     # the decay per update, e.g. 0.99; None = off. ema_every: optimizer steps per update.
     ema: float | None = None
     ema_every: int = 1
+    # Set the first conv's filters to +/- the directions that whiten the training images'
+    # patches, and freeze them (airbench's first layer; cnnlab.train.whiten).
+    whiten: bool = False
     # Train this many copies (member i is seeded seed * ensemble + i) side by side, one
     # process each, and average their class probabilities (cnnlab.train.ensemble).
     # On small CPUs one process rarely keeps every core busy; N processes do.
@@ -95,10 +98,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"Expected {name} to be a number >= 0, received {name}={value!r}")
-        for name in ("autotune", "channels_last", "bf16", "compile"):
+        for name in ("autotune", "whiten", "channels_last", "bf16", "compile"):
             value = getattr(self, name)
-            if not isinstance(value, bool) and not (value is None and name != "autotune"):
-                expected = "true or false" if name == "autotune" else "true, false or null (auto)"
+            strict = name in ("autotune", "whiten")
+            if not isinstance(value, bool) and not (value is None and not strict):
+                expected = "true or false" if strict else "true, false or null (auto)"
                 raise ConfigError(f"Expected {name} to be {expected}, received {name}={value!r}")
         tta_mode(self.tta)
         if self.ema is not None and (

@@ -46,14 +46,17 @@ class InterruptAt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("ema", [None, 0.9])
-def test_resume_matches_uninterrupted(bars: ImageDataset, tmp_path: object, ema: float) -> None:
-    # Dropout, augmentation, momentum, one-cycle and the EMA all carry state across epochs.
+@pytest.mark.parametrize(("ema", "whiten"), [(None, False), (0.9, False), (None, True)])
+def test_resume_matches_uninterrupted(
+    bars: ImageDataset, tmp_path: object, ema: float, whiten: bool
+) -> None:
+    # Dropout, augmentation, momentum, one-cycle and the EMA all carry state across epochs;
+    # a whitened first conv must come back frozen.
     base = dict(
         model="resnet_mini",
         model_args={"widths": [8, 16], "blocks": [1, 1], "dropout": 0.3},
         epochs=3, batch_size=32, augment="flip,crop,erase", progress=False, threads=1,
-        ema=ema, ema_every=2,
+        ema=ema, ema_every=2, whiten=whiten,
     )  # fmt: skip
     whole = fit(TrainConfig(name="whole", runs_dir=str(tmp_path), **base), bars)  # type: ignore[arg-type]
 
@@ -70,6 +73,8 @@ def test_resume_matches_uninterrupted(bars: ImageDataset, tmp_path: object, ema:
         whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+    frozen = [n for n, p in resumed.model.named_parameters() if not p.requires_grad]
+    assert frozen == (["features.0.weight"] if whiten else [])
 
 
 class PoisonAt(Callback):

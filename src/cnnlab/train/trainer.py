@@ -31,6 +31,8 @@ from cnnlab.train.callbacks import Callback, EarlyStopping
 from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train.ema import WeightEMA
 from cnnlab.train.optim import Schedule, build_optimizer
+from cnnlab.train.whiten import MAX_IMAGES as MAX_WHITEN_IMAGES
+from cnnlab.train.whiten import whiten_first_conv
 from cnnlab.tta import tta_log_probs
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -122,6 +124,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
         self.schedule = Schedule(self.optimizer, cfg, len(train_loader))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        if cfg.whiten:  # before any EMA copy or restore: a resumed run loads the same values
+            x = self.normalize(x_train[:MAX_WHITEN_IMAGES].to(torch.float32).div_(255))
+            self.log(f"whitened and froze {whiten_first_conv(self.model, x)}")
         if cfg.ema:
             self.ema = WeightEMA(self.model, cfg.ema, cfg.ema_every)
         # Models with auxiliary heads define auxiliary_loss(criterion, target), computed
