@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +108,47 @@ def test_a_trainer_refuses_an_ensemble_config(quick_config: TrainConfig) -> None
     model = cnnlab.create_model("resnet_mini", num_classes=3, widths=[4], blocks=[1])
     with pytest.raises(ConfigError, match=r"ensemble=2.*run_training"):
         cnnlab.Trainer(model, config)
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc ('Z' for a zombie), '' once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    return fields[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_member_whose_parent_is_killed_interrupts_itself(tmp_path: Path) -> None:
+    # parent: starts a "member" that watches it, prints the member's pid, then sleeps.
+    member = (
+        "import sys, time\n"
+        "from cnnlab.train.ensemble import stop_when_orphaned\n"
+        "stop_when_orphaned(int(sys.argv[1]), poll=0.05, grace=10)\n"
+        "try:\n"
+        f"    open({str(tmp_path / 'ready')!r}, 'w').close()\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        f"    open({str(tmp_path / 'interrupted')!r}, 'w').close()\n"
+    )
+    parent = (
+        "import os, subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {member!r}, str(os.getpid())])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    deadline = time.monotonic() + 60  # the member imports torch first
+    while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _state(child) not in ("", "Z")  # the member runs while its parent lives
+    proc.send_signal(signal.SIGKILL)  # no clean-up in the parent
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _state(child) not in ("", "Z") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _state(child) in ("", "Z"), "the orphaned member kept running"
+    assert (tmp_path / "interrupted").exists()  # it stopped by KeyboardInterrupt

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
@@ -70,10 +72,32 @@ def member_config(config: TrainConfig, index: int, threads: int, parallel: bool)
     return TrainConfig.from_dict(values)
 
 
+def stop_when_orphaned(parent_pid: int, poll: float = 1.0, grace: float = 30.0) -> None:
+    """Interrupt this process (as Ctrl-C would) once ``parent_pid`` is no longer its parent.
+
+    A member keeps training if the process that started it is killed (SIGTERM or SIGKILL
+    skip the parent's clean-up): it would hold a core for the rest of its run. This
+    daemon thread notices within ``poll`` seconds and raises KeyboardInterrupt in the
+    main thread, so the member stops the way an interrupted run does (its last
+    checkpoint kept, resumable); if it is still alive ``grace`` seconds later, it exits.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(grace)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
+
+
 def _train_member(
-    config: TrainConfig, resume: bool, data: ImageDataset
+    config: TrainConfig, resume: bool, data: ImageDataset, parent_pid: int | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
     """Train one member (in a worker process): (metrics, model record, weights)."""
+    if parent_pid is not None:
+        stop_when_orphaned(parent_pid)
 
     def log(line: str) -> None:
         print(f"[{config.name}] {line}", flush=True)
@@ -111,7 +135,10 @@ def run_ensemble(
     else:
         context = multiprocessing.get_context("spawn")  # fork after torch threads is unsafe
         with ProcessPoolExecutor(processes, mp_context=context) as pool:
-            results = list(pool.map(_train_member, members, repeat(resume), repeat(data)))
+            jobs = pool.map(
+                _train_member, members, repeat(resume), repeat(data), repeat(os.getpid())
+            )
+            results = list(jobs)
     wall = time.perf_counter() - started
     # 2. Their average, with what predict() needs to prepare images and repeat the TTA.
     models = []
