@@ -82,6 +82,12 @@ def stop_when_orphaned(parent_pid: int, poll: float = 1.0, grace: float = 30.0) 
     checkpoint kept, resumable); if it is still alive ``grace`` seconds later, it exits.
     """
 
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored and threading.current_thread() is threading.main_thread():
+        # A job started in the background (`cnnlab train ... &` from a script) inherits
+        # SIGINT ignored, which would leave only the hard exit below.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(poll)
