@@ -66,3 +66,26 @@ def test_a_model_trained_with_tta_predicts_with_tta(tmp_path: Path) -> None:
     plain, mirrored = probabilities(loaded, images), probabilities(loaded, images.flip(3))
     assert torch.allclose(with_tta, (plain + mirrored) / 2, atol=1e-6)
     assert not torch.allclose(with_tta, plain, atol=1e-4)
+
+
+def test_frozen_parameters_come_back_frozen(tmp_path: Path) -> None:
+    model = cnnlab.create_model("resnet_mini", widths=[8, 16], blocks=[1, 1], num_classes=3)
+    model.features[0].weight.requires_grad_(False)  # as a whitened first layer is
+    folder = cnnlab.save(model, tmp_path / "m")
+    assert json.loads((folder / "config.json").read_text())["frozen"] == ["features.0.weight"]
+    loaded = cnnlab.load(folder)
+    flags = {name: p.requires_grad for name, p in loaded.named_parameters()}
+    assert flags == {name: p.requires_grad for name, p in model.named_parameters()}
+    assert not flags["features.0.weight"] and sum(flags.values()) == len(flags) - 1
+    # Nothing frozen: no key, and every parameter trainable after loading.
+    plain = cnnlab.save(cnnlab.create_model("lenet5"), tmp_path / "plain")
+    assert "frozen" not in json.loads((plain / "config.json").read_text())
+    assert all(p.requires_grad for p in cnnlab.load(plain).parameters())
+
+
+def test_a_frozen_name_the_model_lacks_is_a_checkpoint_error(tmp_path: Path) -> None:
+    folder = cnnlab.save(cnnlab.create_model("lenet5"), tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "frozen": ["nope.weight"]}))
+    with pytest.raises(CheckpointError, match=r"'frozen' lists a parameter.*nope\.weight"):
+        cnnlab.load(folder)

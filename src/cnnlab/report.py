@@ -146,7 +146,7 @@ def _load_run(run_dir: Path, data: ImageDataset | None) -> _Run:
 
 def _summary_section(run: _Run) -> str:
     shape = tuple(run.model_config.get("input_shape") or run.x_test.shape[1:])
-    rows = summary(run.model, shape)
+    rows = summary(run.inner, shape)  # an ensemble's members share one layout: show one
     params = sum(p.numel() for p in run.model.parameters())
     m = run.metrics
     facts = [
@@ -162,8 +162,8 @@ def _summary_section(run: _Run) -> str:
     grid = visualize.image_grid(run.x_test[:n].float() / 255, ncols=16, normalize=None)
     caption = f"the first {n} test images"
     samples = _img(_png_uri(grid, scale=2), "test images", caption)
-    layers = html.escape(format_summary(rows, run.model))
-    return _section("summary", "Summary", f"{table}{samples}<pre>{layers}</pre>")
+    layers = html.escape(format_summary(rows, run.inner))
+    return _section("summary", "Summary", f"{table}{samples}{run.note}<pre>{layers}</pre>")
 
 
 def _column(run: _Run, name: str) -> list[float]:

@@ -57,9 +57,11 @@ def save(
     """Save ``model`` to the folder ``path`` (created if needed); returns the folder.
 
     Weights are written before the config, each atomically, so a folder with a
-    config always has complete weights beside it.
+    config always has complete weights beside it. Parameters with requires_grad off
+    are listed in the config as "frozen" and come back frozen from :func:`load`.
     """
     folder = Path(path)
+    frozen = frozen_names(model)
     config = {
         **model_config(model),
         "classes": classes,
@@ -69,6 +71,8 @@ def save(
         "cnnlab_version": __version__,
         **(extra or {}),
     }
+    if frozen:  # e.g. a whitened first layer: a loaded model keeps it frozen
+        config["frozen"] = frozen
     state = model.state_dict()
     save_tensors(folder / WEIGHTS_FILE, state, {"format": "cnnlab.model/1"})
     write_json(folder / CONFIG_FILE, config)
@@ -110,8 +114,29 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
             f"{Path(path) / WEIGHTS_FILE}: weights do not fit {config['architecture']} "
             f"({str(e).splitlines()[0]})"
         ) from None
+    try:
+        freeze(model, config.get("frozen") or [])
+    except KeyError as e:
+        raise CheckpointError(
+            f"{Path(path) / CONFIG_FILE}: 'frozen' lists a parameter the model lacks: {e}"
+        ) from None
     model.cnnlab_config = config  # type: ignore[assignment]
     return model.eval()
+
+
+def frozen_names(model: nn.Module) -> list[str]:
+    """Names of ``model``'s parameters with requires_grad off, in parameter order."""
+    return [name for name, p in model.named_parameters() if not p.requires_grad]
+
+
+def freeze(model: nn.Module, names: list[str]) -> None:
+    """Turn off requires_grad on the parameters ``names`` (KeyError names one it lacks)."""
+    params = dict(model.named_parameters())
+    for name in names:
+        if name not in params:
+            raise KeyError(name)
+    for name in names:
+        params[name].requires_grad_(False)
 
 
 def preprocess(images: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:

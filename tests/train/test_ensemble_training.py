@@ -66,15 +66,23 @@ def test_a_run_saves_members_and_their_average(
 ) -> None:
     monkeypatch.setattr(ens, "available_cores", lambda: cores)
     config = TrainConfig.from_dict(
-        {**quick_config.to_dict(), "ensemble": 2, "epochs": 2, "report": False, "threads": None}
-    )
+        {
+            **quick_config.to_dict(), "ensemble": 2, "epochs": 2, "report": False,
+            "threads": None, "whiten": True,
+        }
+    )  # fmt: skip
     metrics = run_training(config, data=bars)
     run_dir = config.run_dir
     members = [cnnlab.load(run_dir / f"member-{i}") for i in range(2)]
-    # Different seeds, different weights.
-    assert not torch.equal(members[0].features[0].weight, members[1].features[0].weight)
+    # Different seeds, different weights (above the whitened first layer, which they share).
+    heads = [list(m.parameters())[-2] for m in members]
+    assert heads[0].shape == (3, 16) and not torch.equal(*heads)
     saved = cnnlab.load(run_dir)
     assert isinstance(saved, Ensemble)
+    # The whitened first layers stay frozen in the saved members and the saved ensemble.
+    frozen = [n for n, p in saved.named_parameters() if not p.requires_grad]
+    assert frozen == ["members.0.features.0.weight", "members.1.features.0.weight"]
+    assert not members[0].features[0].weight.requires_grad
     # Oracle: the saved ensemble predicts the mean of its saved members' probabilities.
     mean = (probabilities(members[0], bars.x_test) + probabilities(members[1], bars.x_test)) / 2
     torch.testing.assert_close(probabilities(saved, bars.x_test), mean, atol=1e-5, rtol=1e-4)
@@ -90,6 +98,10 @@ def test_a_run_saves_members_and_their_average(
     if cores == 1:  # the report shows member-0's layers and curves, the ensemble's predictions
         page = write_report(run_dir, max_images=2, data=bars).read_text()
         assert "Layers of member-0, one of the 2 models" in page
+        # One member's layer table, with its frozen first layer counted.
+        assert "members.1." not in page and "members.0." not in page
+        assert page.count("total params:") == 1
+        assert f"frozen: {members[0].features[0].weight.numel():,}" in page
         assert "No history.csv" not in page
 
 

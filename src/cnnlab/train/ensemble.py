@@ -31,6 +31,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.models.ensemble import Ensemble, build_model
 from cnnlab.predict import evaluate_model
+from cnnlab.saved import freeze, frozen_names
 from cnnlab.train.run import finish_run_dir, saved_extra, start_run_dir, train_one
 
 
@@ -100,8 +101,8 @@ def stop_when_orphaned(parent_pid: int, poll: float = 1.0, grace: float = 30.0) 
 
 def _train_member(
     config: TrainConfig, resume: bool, data: ImageDataset, parent_pid: int | None = None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
-    """Train one member (in a worker process): (metrics, model record, weights)."""
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor], list[str]]:
+    """Train one member (in a worker process): (metrics, model record, weights, frozen)."""
     if parent_pid is not None:
         stop_when_orphaned(parent_pid)
 
@@ -109,7 +110,8 @@ def _train_member(
         print(f"[{config.name}] {line}", flush=True)
 
     metrics, model = train_one(config, resume=resume, data=data, log=log)
-    return metrics, dict(getattr(model, "cnnlab_config", {})), model.state_dict()
+    record = dict(getattr(model, "cnnlab_config", {}))
+    return metrics, record, model.state_dict(), frozen_names(model)
 
 
 def run_ensemble(
@@ -148,9 +150,10 @@ def run_ensemble(
     wall = time.perf_counter() - started
     # 2. Their average, with what predict() needs to prepare images and repeat the TTA.
     models = []
-    for _, record, state in results:
+    for _, record, state, frozen in results:
         model = build_model(record)
         model.load_state_dict(state)
+        freeze(model, frozen)  # so the saved ensemble lists them as frozen too
         models.append(model)
     ensemble = Ensemble(models).eval()
     stats = data.channel_stats()  # what every member normalised with
@@ -163,8 +166,8 @@ def run_ensemble(
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "test_images": test["n"],
-        "epochs": max(m["epochs"] for m, _, _ in results),
-        "train_seconds": max(m["train_seconds"] for m, _, _ in results),
+        "epochs": max(m["epochs"] for m, *_ in results),
+        "train_seconds": max(m["train_seconds"] for m, *_ in results),
         "wall_seconds": wall,
         "model": f"ensemble of {config.ensemble} x {config.model}",
         "dataset": data.name,
@@ -176,10 +179,10 @@ def run_ensemble(
                 "test_accuracy": m["test_accuracy"],
                 "train_seconds": m["train_seconds"],
             }
-            for c, (m, _, _) in zip(members, results, strict=True)
+            for c, (m, *_) in zip(members, results, strict=True)
         ],
     }
-    for c, (m, _, _) in zip(members, results, strict=True):
+    for c, (m, *_) in zip(members, results, strict=True):
         print(f"[{c.name}] test accuracy {m['test_accuracy']:.2%} (seed {c.seed})")
     # 3. The run folder.
     finish_run_dir(config, ensemble, data, metrics, stats)
