@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -323,3 +324,23 @@ def test_quick_runs_never_time_but_use_the_cache(
     lines.clear()
     trainer.Trainer(build_model(quick_config, bars), quick_config, log=lines.append).fit(bars)
     assert lines[0] == "cpu settings: channels_last (2.00x vs fp32 eager; cached)"
+
+
+def _store_many(path: Path, worker: int, count: int) -> None:
+    for i in range(count):
+        key = f"worker{worker}-{i}"
+        autotune._store(path, key, {"name": key}, autotune.Choice(CL, "tuned", speedup=1.5))
+
+
+def test_processes_storing_at_once_lose_no_entries(private_cache: Path) -> None:
+    # The members of an ensemble tune side by side and each stores its decision.
+    context = multiprocessing.get_context("fork")  # the workers only touch JSON
+    workers = [context.Process(target=_store_many, args=(private_cache, w, 25)) for w in range(4)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    entries = autotune.load_cache(private_cache)
+    assert sorted(entries) == sorted(f"worker{w}-{i}" for w in range(4) for i in range(25))
+    assert all(entries[k]["key"] == {"name": k} for k in entries)

@@ -50,7 +50,7 @@ import platform
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -448,11 +448,31 @@ def load_cache(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _store(path: Path, key: str, described: dict[str, Any], choice: Choice) -> None:
-    entries = load_cache(path)
-    entries[key] = {**choice.to_dict(), "key": described}
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` + ".lock" (where the OS has flock)."""
     try:
-        write_json(path, {"version": CACHE_VERSION, "entries": entries})
+        import fcntl
+    except ImportError:  # Windows: last writer wins, as before
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _store(path: Path, key: str, described: dict[str, Any], choice: Choice) -> None:
+    """Add one decision to the cache. The read-modify-write holds a lock, so the members
+    of an ensemble tuning at once all keep their entries."""
+    try:
+        with _locked(path):
+            entries = load_cache(path)
+            entries[key] = {**choice.to_dict(), "key": described}
+            write_json(path, {"version": CACHE_VERSION, "entries": entries})
     except OSError as e:  # a read-only home must not stop training
         warnings.warn(f"cannot write the autotune cache {path}: {e}", stacklevel=2)
 
