@@ -22,7 +22,7 @@ import torch
 from cnnlab import TrainConfig, Trainer, create_model
 from cnnlab.data import load
 from cnnlab.data.dataset import ImageDataset
-from cnnlab.train import autotune
+from cnnlab.engine import autotune
 
 MODELS: dict[str, dict[str, Any]] = {
     "resnet_mini": {},

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import cnnlab
-from cnnlab.bench import make_train_step
+from cnnlab.engine.bench import make_train_step
 
 BATCH = 128
 

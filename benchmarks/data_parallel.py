@@ -27,8 +27,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import cnnlab
-from cnnlab.bench import make_train_step
-from cnnlab.config import TrainConfig
+from cnnlab.engine.bench import make_train_step
+from cnnlab.engine.config import TrainConfig
 
 BATCH = 128
 WARMUP = 5  # untimed steps: oneDNN picks its kernels on the first calls

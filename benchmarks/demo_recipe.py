@@ -1,7 +1,7 @@
 """Claim: `make demo` (the default TrainConfig) reaches >=93.0% Fashion-MNIST test
 accuracy with <=5 minutes of training on this 2-core machine, median of 3 seeds.
 
-Runs the same code path as `cnnlab train` (cnnlab.train.run.run_training) with the
+Runs the same code path as `cnnlab train` (cnnlab.runs.run_training) with the
 default config and seeds 0, 1, 2, one after another; training time is the sum of the
 epochs' own clocks (the loop, not data loading, test evaluation or saving).
 
@@ -17,7 +17,7 @@ import tempfile
 
 from cnnlab import TrainConfig
 from cnnlab.data import load
-from cnnlab.train.run import run_training
+from cnnlab.runs import run_training
 
 
 def main() -> None:

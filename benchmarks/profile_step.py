@@ -1,7 +1,7 @@
 """Where a training step of the default model spends its time: torch.profiler on the CPU.
 
 Profiles ``--steps`` training steps of resnet_mini (batch 128, 1x28x28, channels_last,
-SGD Nesterov: the step `cnnlab bench` times, see cnnlab.bench.make_train_step) after a
+SGD Nesterov: the step `cnnlab bench` times, see cnnlab.engine.bench.make_train_step) after a
 few warm-up steps, then prints the top ops by self CPU time and the share of each kind
 of work. Every op is counted once, by its self time; an op called from inside
 ``optimizer.step`` or ``zero_grad`` counts as optimizer whatever its name. It also
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.autograd.profiler_util import FunctionEvent
 
-from cnnlab.bench import forward_flops, make_train_step, matmul_peak
+from cnnlab.engine.bench import forward_flops, make_train_step, matmul_peak
 from cnnlab.inspect.summary import layer_macs
 from cnnlab.models import create_model
 

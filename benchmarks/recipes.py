@@ -24,7 +24,7 @@ from pathlib import Path
 def run_seed(recipe: str, seed: int, runs_dir: str, extra: list[str]) -> dict[str, float]:
     name = f"{recipe}-seed{seed}"
     command = [
-        sys.executable, "-m", "cnnlab.cli", "train", "--recipe", recipe, "--seed", str(seed),
+        sys.executable, "-m", "cnnlab.app.cli", "train", "--recipe", recipe, "--seed", str(seed),
         "--name", name, "--runs-dir", runs_dir, "--no-report", "--no-progress", *extra,
     ]  # fmt: skip
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """Question (issue 6): how many images/second do the cores give one training process,
 and how many do two independent 1-thread processes give together?
 
-This is why `--ensemble 2` (cnnlab.train.ensemble) trains its members side by side: if
+This is why `--ensemble 2` (cnnlab.runs.ensemble) trains its members side by side: if
 one process on 1 thread is nearly as fast as on 2, a second process on the other core is
 an almost free second model. Measured on the default model (`resnet_mini`, NHWC, batch
 256, `cnnlab bench`'s training step on a fixed random batch), alternating each round:
@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 import cnnlab
-from cnnlab.bench import make_train_step
-from cnnlab.config import TrainConfig
+from cnnlab.engine.bench import make_train_step
+from cnnlab.engine.config import TrainConfig
 
 BATCH = 256
 WARMUP = 5  # untimed steps: oneDNN picks its kernels on the first calls

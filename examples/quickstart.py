@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import cnnlab
 from cnnlab.data import load
-from cnnlab.predict import probabilities
+from cnnlab.engine.predictor import probabilities
 
 data = load("fashion-mnist")  # uint8 tensors in memory: (60000, 1, 28, 28) and (10000, 1, 28, 28)
 model = cnnlab.create_model("resnet_mini", num_classes=data.num_classes)

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from cnnlab.config import TrainConfig
 from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine.config import TrainConfig
 
 
 def make_bars(n: int, seed: int, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from cnnlab.core import __version__
 
 if "torch" not in sys.modules:
     # PyTorch's OpenMP (libgomp) spins up to 300,000 rounds at every barrier. On small
@@ -17,21 +17,21 @@ if "torch" not in sys.modules:
     os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 if TYPE_CHECKING:
-    from cnnlab.config import TrainConfig
+    from cnnlab.engine.config import TrainConfig
+    from cnnlab.engine.trainer import Trainer
     from cnnlab.models import Ensemble, create_model, list_models
-    from cnnlab.saved import load, save
-    from cnnlab.train.trainer import Trainer
+    from cnnlab.models.saved import load, save
 
 # The public API, imported on first use: `import cnnlab.reference` (NumPy only) must
 # work without loading torch.
 _EXPORTS = {
     "Ensemble": "cnnlab.models",
-    "TrainConfig": "cnnlab.config",
-    "Trainer": "cnnlab.train.trainer",
+    "TrainConfig": "cnnlab.engine.config",
+    "Trainer": "cnnlab.engine.trainer",
     "create_model": "cnnlab.models",
     "list_models": "cnnlab.models",
-    "load": "cnnlab.saved",
-    "save": "cnnlab.saved",
+    "load": "cnnlab.models.saved",
+    "save": "cnnlab.models.saved",
 }
 
 __all__ = [

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cnnlab.core.errors import ConfigError, ShapeMismatchError, UnknownNameError
 from cnnlab.data.affine import affine_grid, affine_matrices, apply_affine
 from cnnlab.data.augment import (
     Augment,
@@ -23,7 +24,6 @@ from cnnlab.data.augment import (
     RandomFlip,
     build_augment,
 )
-from cnnlab.errors import ConfigError, ShapeMismatchError, UnknownNameError
 
 
 def gen(seed: int = 0) -> torch.Generator:

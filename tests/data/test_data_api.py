@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cnnlab import data
+from cnnlab.core.errors import ConfigError, UnknownNameError
 from cnnlab.data.__main__ import main
-from cnnlab.errors import ConfigError, UnknownNameError
 
 NAMES = ["cifar10", "cifar100", "digits", "fashion-mnist", "folder", "mnist", "npz"]
 

@@ -10,8 +10,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from cnnlab import data
+from cnnlab.core.errors import ConfigError
 from cnnlab.data.readers import DataFormatError
-from cnnlab.errors import ConfigError
 
 # -- digits -----------------------------------------------------------------------------
 

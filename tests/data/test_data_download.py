@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from cnnlab import data
+from cnnlab.core.errors import ChecksumError, DatasetUnavailableError
 from cnnlab.data import download
 from cnnlab.data.__main__ import main
 from cnnlab.data.sources import FASHION_MNIST
-from cnnlab.errors import ChecksumError, DatasetUnavailableError
 
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [

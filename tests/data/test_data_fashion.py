@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from cnnlab import data
+from cnnlab.core.errors import ChecksumError
 from cnnlab.data import download
 from cnnlab.data.__main__ import main
 from cnnlab.data.sources import FASHION_MNIST
-from cnnlab.errors import ChecksumError
 
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(

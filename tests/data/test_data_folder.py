@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from cnnlab import data
+from cnnlab.core.errors import ConfigError
 from cnnlab.data.readers import DataFormatError
-from cnnlab.errors import ConfigError
 
 # Solid colours survive any resize exactly, so they are the oracle for pixel values.
 COLOURS = {"bird": (255, 0, 0), "cat": (0, 255, 0), "dog": (0, 0, 255)}

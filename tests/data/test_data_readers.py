@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from cnnlab import data
+from cnnlab.core.errors import ChecksumError, ConfigError
 from cnnlab.data import download, sources
 from cnnlab.data.readers import DataFormatError, read_cifar_archive, read_idx
-from cnnlab.errors import ChecksumError, ConfigError
 
 # -- IDX --------------------------------------------------------------------------------
 

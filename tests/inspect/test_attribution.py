@@ -270,9 +270,9 @@ def test_model_state_is_restored(method) -> None:
 
 def test_bad_arguments_are_named() -> None:
     model = OneConvCAM().eval()
-    with pytest.raises(cnnlab.errors.ConfigError, match="nope"):
+    with pytest.raises(cnnlab.core.errors.ConfigError, match="nope"):
         grad_cam(model, torch.randn(1, 3, 8, 8), layer="nope")
-    with pytest.raises(cnnlab.errors.ShapeMismatchError, match="received 3"):
+    with pytest.raises(cnnlab.core.errors.ShapeMismatchError, match="received 3"):
         saliency(model, torch.randn(2, 3, 8, 8), target=torch.tensor([0, 1, 2]))
 
 

@@ -12,7 +12,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from cnnlab import create_model
-from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.inspect.embedding import PALETTE, penultimate_features, project, scatter_png
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
-from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.inspect.evaluation import (
     NAME_CHARS,
     confusion_matrix,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.cli import main
+from cnnlab.app.cli import main
 from cnnlab.inspect.summary import LayerRow, format_summary, group_rows, summary, totals
 from cnnlab.models import create_model
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.inspect.visualize import (
     MAX_TILES,
     feature_map_grid,

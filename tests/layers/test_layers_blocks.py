@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 from cnnlab.layers import (
     DenseBlock,
     HighwayConv2d,

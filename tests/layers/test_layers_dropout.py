@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 from cnnlab.layers.dropout import Dropout, dropout, keep_mask
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.errors import ShapeMismatchError
+from cnnlab.core.errors import ShapeMismatchError
 from cnnlab.layers import LocallyConnected2d, conv_output_size, conv_params
 
 

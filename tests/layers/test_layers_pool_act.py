@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.errors import ConfigError, ShapeMismatchError, UnknownNameError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError, UnknownNameError
 from cnnlab.layers import ACTIVATIONS, ChannelPool, GlobalPool2d, Maxout, get_activation
 
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import cnnlab
-from cnnlab.errors import CheckpointError, ConfigError
-from cnnlab.io import write_json
+from cnnlab.core.errors import CheckpointError, ConfigError
+from cnnlab.core.io import write_json
 from cnnlab.models import Ensemble, build_model, create_model
 
 

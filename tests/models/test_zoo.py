@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from cnnlab import create_model, list_models
-from cnnlab.errors import ConfigError, ShapeMismatchError, UnknownNameError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError, UnknownNameError
+from cnnlab.core.records import record_of
 from cnnlab.inspect.summary import summary
 from cnnlab.models import Classifier, model_info, register_model
 
@@ -108,7 +109,10 @@ def test_registry_refuses_duplicates_and_unknown_names() -> None:
 
 def test_create_model_records_how_to_rebuild() -> None:
     model = create_model("resnet_mini", widths=(8, 16), blocks=(1, 2))
-    assert model.cnnlab_config == {
-        "architecture": "resnet_mini",
-        "model_args": {"widths": [8, 16], "blocks": [1, 2]},
-    }
+    record = record_of(model)
+    assert record is not None
+    assert (record.architecture, record.model_args, record.task) == (
+        "resnet_mini",
+        {"widths": [8, 16], "blocks": [1, 2]},
+        "classify",
+    )

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnlab import create_model
-from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.inspect.summary import summary
 from cnnlab.models import model_info
 

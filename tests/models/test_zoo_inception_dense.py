@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.errors import ShapeMismatchError
+from cnnlab.core.errors import ShapeMismatchError
 from cnnlab.models import densenet, googlenet, inception_v3, xception
 from cnnlab.models.registry import create_model, model_info
 

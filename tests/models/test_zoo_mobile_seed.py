@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.errors import ShapeMismatchError
+from cnnlab.core.errors import ShapeMismatchError
 from cnnlab.layers.blocks import HighwayConv2d
 from cnnlab.models import efficientnet, highway, mobilenet, seed_nets, senet
 from cnnlab.models.registry import create_model, model_info

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.core.errors import ConfigError, UnknownNameError
 from cnnlab.data import download as _download
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.download import Resolver, default_cache_dir
@@ -27,7 +28,6 @@ from cnnlab.data.readers import (
     read_npz,
 )
 from cnnlab.data.sources import CIFAR100_COARSE, LOCAL_KINDS, SOURCES, DatasetSource
-from cnnlab.errors import ConfigError, UnknownNameError
 
 __all__ = [
     "DataFormatError",

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from cnnlab import data
-from cnnlab.errors import CnnlabError
+from cnnlab.core.errors import CnnlabError
 
 
 def _parser() -> argparse.ArgumentParser:

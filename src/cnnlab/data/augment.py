@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cnnlab.core.errors import ConfigError, ShapeMismatchError, UnknownNameError
 from cnnlab.data.affine import affine_matrices, apply_affine
-from cnnlab.errors import ConfigError, ShapeMismatchError, UnknownNameError
+from cnnlab.data.targets import Targets, affine_targets, flip_targets, shift_targets
 
 # Every op takes a whole float batch (B, C, H, W) on the 0..1 scale and draws the random
 # numbers for the batch in one call on the caller's generator: the same generator state gives
@@ -367,18 +368,66 @@ class Augment:
         *,
         indices: Tensor | None = None,
         epoch: int = 0,
-    ) -> Tensor:
+        targets: Targets | None = None,
+        flip_index: Sequence[int] | None = None,
+    ) -> Any:
+        """The augmented batch; with ``targets``, the pair (batch, moved targets).
+
+        Masks, keypoints and boxes in ``targets`` go through the same flips, crops and
+        affine maps as the pixels (cnnlab.data.targets); ``flip_index`` reorders
+        keypoints on horizontal flips. Random draws are the same with or without targets.
+        """
         _check_batch(x, "Augment")
         for op in self.ops:
-            if getattr(op, "uses_position", False):
+            if targets is not None:
+                x, targets = _with_targets(op, x, generator, targets, indices, epoch, flip_index)
+            elif getattr(op, "uses_position", False):
                 x = op(x, generator, indices=indices, epoch=epoch)  # type: ignore[call-arg]
             else:
                 x = op(x, generator)
-        return x
+        return x if targets is None else (x, targets)
 
     def __repr__(self) -> str:
         lines = "".join(f"\n  {op!r}," for op in self.ops)
         return f"Augment([{lines}\n])" if self.ops else "Augment([])"
+
+
+def _with_targets(
+    op: AugmentOp,
+    x: Tensor,
+    generator: torch.Generator,
+    targets: Targets,
+    indices: Tensor | None,
+    epoch: int,
+    flip_index: Sequence[int] | None,
+) -> tuple[Tensor, Targets]:
+    """One op on pixels and targets alike, from the same random draw."""
+    size = (x.shape[2], x.shape[3])
+    if isinstance(op, AlternatingFlip):
+        flips = (
+            AlternatingFlip.flips(indices, epoch)
+            if indices is not None
+            else RandomFlip().sample(x, generator)[:, 0]
+        )
+        mask = flips.to(x.dtype)[:, None, None, None]
+        out = _same_format(_select(mask, x.flip(3), x), x)
+        return out, flip_targets(targets, flips, None, size, flip_index)
+    if isinstance(op, RandomFlip):
+        both = op.sample(x, generator)
+        return op.apply(x, both), flip_targets(targets, both[:, 0], both[:, 1], size, flip_index)
+    if isinstance(op, RandomCrop):
+        offsets = op.sample(x, generator)
+        shift = op.padding - offsets  # content moves by padding - offset
+        return op.apply(x, offsets), shift_targets(targets, shift[:, 1], shift[:, 0], size)
+    if isinstance(op, RandomAffine):
+        theta = op.sample(x, generator)
+        return op.apply(x, theta), affine_targets(targets, theta, size)
+    if isinstance(op, RandomErasing):  # pixels only: what is erased is still there
+        return op(x, generator), targets
+    raise ConfigError(
+        f"augmentation {type(op).__name__} cannot move targets {sorted(targets)}; "
+        "use flip, altflip, vflip, crop, affine (shift, rotate, zoom, shear) or erase"
+    )
 
 
 # name -> (op, arguments a bare name gets); dict entries in a config override the arguments.

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnlab.core.errors import ChecksumError, ConfigError, DatasetUnavailableError
 from cnnlab.data.sources import DEFAULT_SYSTEM_DIRS, DatasetSource, RemoteFile
-from cnnlab.errors import ChecksumError, ConfigError, DatasetUnavailableError
 
 CHUNK = 1 << 20  # bytes read per hashing / download step
 PROGRESS_MIN_BYTES = 1 << 20  # files at least this big show a progress bar

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cnnlab.core.errors import ConfigError
 from cnnlab.data.download import atomic_write
 from cnnlab.data.readers import DataFormatError, Splits
-from cnnlab.errors import ConfigError
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+# Targets that move with the pixels: augmentation must transform them in the same call.
+GEOMETRIC_TARGETS = ("mask", "keypoints", "boxes")
 
 
 class Normalize:
@@ -18,6 +21,10 @@ class Normalize:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+    def signal(self, x: torch.Tensor) -> torch.Tensor:
+        """The same per-channel normalisation for float signals (B, C, L)."""
+        return (x - self.mean[..., 0]) / self.std[..., 0]
 
 
 def to_input(
@@ -31,7 +38,7 @@ def to_input(
 
 
 class BatchLoader:
-    """Iterate over (images, labels) batches of an in-memory dataset.
+    """Iterate over (images, targets) batches of an in-memory dataset.
 
     Each epoch draws one permutation from ``generator``; augmentation draws from
     the same generator, so saving its state at an epoch's end is enough to
@@ -39,7 +46,8 @@ class BatchLoader:
 
     Args:
         images: uint8 tensor (N, C, H, W).
-        labels: int64 tensor (N,).
+        labels: the targets: an int64 tensor (N,) of labels, or a dict of tensors with
+            N rows each ({"label": ...}, {"mask": ...}, ...); batches hold the same kind.
         batch_size: images per batch.
         normalize: per-channel normalisation applied after augmentation.
         shuffle: draw a new order every epoch.
@@ -48,12 +56,14 @@ class BatchLoader:
         drop_last: skip the last incomplete batch (keeps BatchNorm statistics sane).
         limit_batches: stop after this many batches.
         channels_last: hand batches over in NHWC memory format.
+        flip_index: for keypoint targets, the permutation that swaps left and right
+            points after a horizontal flip.
     """
 
     def __init__(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor,
+        labels: torch.Tensor | Mapping[str, torch.Tensor],
         batch_size: int,
         normalize: Normalize,
         *,
@@ -63,6 +73,7 @@ class BatchLoader:
         drop_last: bool = False,
         limit_batches: int | None = None,
         channels_last: bool = False,
+        flip_index: Sequence[int] | None = None,
     ) -> None:
         if (shuffle or augment is not None) and generator is None:
             raise ValueError("a generator is required to shuffle or augment reproducibly")
@@ -71,6 +82,7 @@ class BatchLoader:
         self.shuffle, self.augment, self.generator = shuffle, augment, generator
         self.drop_last, self.limit_batches = drop_last, limit_batches
         self.channels_last = channels_last
+        self.flip_index = flip_index
         self.epoch = 0  # the trainer sets it; position-aware augmentation reads it
 
     def __len__(self) -> int:
@@ -79,27 +91,53 @@ class BatchLoader:
         batches = max(batches, 1) if n else 0
         return min(batches, self.limit_batches) if self.limit_batches else batches
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, Any]]:
         n = len(self.images)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        is_dict = isinstance(self.labels, Mapping)
         for i in range(len(self)):
             if order is None:
                 sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                images, labels = self.images[sl], self.labels[sl]
+                images, targets = self.images[sl], _rows(self.labels, sl)
                 idx = torch.arange(n)[sl]
             else:
                 idx = order[i * self.batch_size : (i + 1) * self.batch_size]
                 # index_select is ~10x faster than images[idx] for uint8 gathers here.
                 images = self.images.index_select(0, idx)
-                labels = self.labels.index_select(0, idx)
-            x = images.to(torch.float32).div_(255)
+                targets = _rows(self.labels, idx)
+            x = images.to(torch.float32).div_(255) if images.dtype == torch.uint8 else images
             if self.augment is not None:
-                assert self.generator is not None
-                if getattr(self.augment, "uses_position", False):
-                    x = self.augment(x, self.generator, indices=idx, epoch=self.epoch)  # type: ignore[call-arg]
-                else:
-                    x = self.augment(x, self.generator)
-            x = self.normalize(x)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, labels
+                x, targets = self._augment(x, targets, idx)
+            if x.is_floating_point() and x.dim() == 4:
+                x = self.normalize(x)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+            elif x.is_floating_point():
+                x = self.normalize.signal(x)
+            yield x, (targets if is_dict else targets["label"])
+
+    def _augment(
+        self, x: torch.Tensor, targets: dict[str, torch.Tensor], idx: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        assert self.augment is not None and self.generator is not None
+        position = {"indices": idx, "epoch": self.epoch}
+        uses_position = getattr(self.augment, "uses_position", False)
+        if any(key in targets for key in GEOMETRIC_TARGETS):
+            out, moved = self.augment(  # type: ignore[call-arg]
+                x, self.generator, targets=targets, flip_index=self.flip_index,
+                **(position if uses_position else {}),
+            )  # fmt: skip
+            return out, moved
+        if uses_position:
+            return self.augment(x, self.generator, **position), targets
+        return self.augment(x, self.generator), targets
+
+
+def _rows(
+    labels: torch.Tensor | Mapping[str, torch.Tensor], rows: slice | torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The rows of every target tensor (a bare tensor becomes {"label": ...})."""
+    found = labels if isinstance(labels, Mapping) else {"label": labels}
+    if isinstance(rows, slice):
+        return {key: value[rows] for key, value in found.items()}
+    return {key: value.index_select(0, rows) for key, value in found.items()}

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnnlab.errors import DataFormatError
+from cnnlab.core.errors import DataFormatError
 
 # IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, bottom of page).
 IDX_DTYPES: dict[int, str] = {

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.models.ensemble import Ensemble
 
 _OCCLUSION_CHUNK = 256  # occluded copies per forward pass: bounds memory, avoids per-patch calls

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
-from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.inspect.visualize import save_png
 from cnnlab.models.ensemble import Ensemble
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.errors import ShapeMismatchError
+from cnnlab.core.errors import ShapeMismatchError
 from cnnlab.inspect.dream import frozen
 from cnnlab.inspect.visualize import capture
 

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnnlab.errors import ConfigError, ShapeMismatchError
-from cnnlab.io import atomic_open
+from cnnlab.core.errors import ConfigError, ShapeMismatchError
+from cnnlab.core.io import atomic_open
 
 Normalize = Literal["each", "all"] | None
 FilterMode = Literal["auto", "rgb", "per_channel", "sum"]

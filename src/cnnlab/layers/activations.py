@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.errors import ShapeMismatchError, UnknownNameError
+from cnnlab.core.errors import ShapeMismatchError, UnknownNameError
 from cnnlab.layers.arithmetic import check_positive
 
 

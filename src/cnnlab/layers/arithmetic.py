@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 
 IntOrTuple = int | Sequence[int]
 

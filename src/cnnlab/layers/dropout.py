@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 
 RESOLUTION = 1 << 15  # p is rounded to a multiple of 1/32768
 

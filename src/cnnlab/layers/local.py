@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.errors import ShapeMismatchError
+from cnnlab.core.errors import ShapeMismatchError
 from cnnlab.layers.arithmetic import IntOrTuple, check_positive, conv_output_size, expand
 from cnnlab.layers.conv import check_input
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.layers.arithmetic import check_positive
 
 # Spatial max/average and adaptive pooling need nothing beyond PyTorch's modules.

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 from cnnlab.layers.blocks import conv3x3
 from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 from cnnlab.layers.dense import DenseBlock, Transition
 from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model

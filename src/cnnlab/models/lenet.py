@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.errors import ConfigError, ShapeMismatchError
+from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 

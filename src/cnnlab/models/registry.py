@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from cnnlab.errors import ConfigError, UnknownNameError
+from cnnlab.core.errors import ConfigError, UnknownNameError
+from cnnlab.core.records import ModelRecord, set_record
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
@@ -27,6 +28,9 @@ class ModelInfo:
     fixed_input: bool  # built for one image size: the builder takes ``input_size``
     # A small input that still runs every layer: what fast tests feed it (None: input_shape).
     test_input_shape: tuple[int, int, int] | None = None
+    # What the model predicts: "classify" (and "multilabel": same output shape),
+    # "segment" (B, num_classes, H, W) or "keypoints" (B, 2 * num_keypoints).
+    task: str = "classify"
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -40,6 +44,7 @@ def register_model(
     year: int,
     fixed_input: bool = False,
     test_input_shape: tuple[int, int, int] | None = None,
+    task: str = "classify",
 ) -> Callable[[Builder], Builder]:
     """Decorator that adds a builder to the registry under ``name``."""
 
@@ -47,7 +52,7 @@ def register_model(
         if name in _REGISTRY:
             raise ConfigError(f"model name {name!r} is already registered")
         _REGISTRY[name] = ModelInfo(
-            name, builder, input_shape, paper, year, fixed_input, test_input_shape
+            name, builder, input_shape, paper, year, fixed_input, test_input_shape, task
         )
         return builder
 
@@ -65,15 +70,21 @@ def model_info(name: str) -> ModelInfo:
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model, e.g. ``create_model("lenet5", num_classes=10)``.
 
-    The name and arguments are attached as ``model.cnnlab_config`` so that
-    :func:`cnnlab.save` can write a config that rebuilds the same model.
+    The name and arguments start the model's :class:`~cnnlab.core.records.ModelRecord`
+    (``model.cnnlab_record``), so that :func:`cnnlab.save` can write a config that
+    rebuilds the same model.
     """
-    model = model_info(name).builder(**kwargs)
+    info = model_info(name)
+    model = info.builder(**kwargs)
     args = json.loads(json.dumps(kwargs))  # tuples -> lists: what config.json will hold
-    model.cnnlab_config = {"architecture": name, "model_args": args}  # type: ignore[assignment]
+    set_record(model, ModelRecord(architecture=name, model_args=args, task=info.task))
     return model
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+def list_models(pattern: str = "*", *, task: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (and ``task``), sorted."""
+    return sorted(
+        n
+        for n, info in _REGISTRY.items()
+        if fnmatch.fnmatch(n, pattern) and (task is None or info.task == task)
+    )

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.errors import ConfigError
+from cnnlab.core.errors import ConfigError
 from cnnlab.layers.dropout import Dropout
 from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model

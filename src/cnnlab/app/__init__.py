@@ -1,0 +1,1 @@
+"""The outside of cnnlab: the command line (one module per command group)."""

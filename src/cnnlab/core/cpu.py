@@ -1,0 +1,58 @@
+"""Facts about this CPU and how cnnlab runs on it: native bf16, autocast, threads, layout."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cnnlab.core.errors import ConfigError
+
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of bf16 dot products
+
+
+def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The CPU flag that gives native bf16 matmuls (AMX, AVX-512 BF16), or None.
+
+    Without one, torch still runs bf16 but converts to fp32 on the way: slower, not faster.
+    """
+    try:
+        flags = set(Path(cpuinfo).read_text().split())
+    except OSError:  # not Linux: ask torch's own CPU feature check
+        import torch
+
+        check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        return "avx512_bf16" if check is not None and check() else None
+    return next((flag for flag in NATIVE_BF16_FLAGS if flag in flags), None)
+
+
+def bf16_autocast(enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on the CPU when ``enabled``, else a no-op: how the bf16 setting runs
+    in the trainer, its tuner and `cnnlab bench` alike."""
+    import torch
+
+    if enabled:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``threads`` intra-op threads (None: as is); restores the old count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"Expected threads >= 1, received threads={threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def uses_channels_last(channels_last: bool | None) -> bool:
+    """NHWC unless the setting is False: None (automatic) means NHWC, oneDNN's fast layout."""
+    return channels_last is not False

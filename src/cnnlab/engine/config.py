@@ -1,0 +1,170 @@
+"""The training configuration: one dataclass, loadable from YAML, overridable per field."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.core.errors import ConfigError
+from cnnlab.tasks.tta import tta_mode
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Defaults are the `make demo` recipe.
+
+    The defaults were chosen on Fashion-MNIST with 2 CPU cores: a small ResNet
+    that reaches >=93% test accuracy in well under 5 minutes (BENCHMARKS.md).
+    """
+
+    # What to train.
+    name: str = "demo"  # run folder: <runs_dir>/<name>
+    runs_dir: str = "runs"
+    model: str = "resnet_mini"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "fashion-mnist"
+    dataset_args: dict[str, Any] = field(default_factory=dict)
+    # What the model predicts: classify | multilabel | segment | keypoints (cnnlab.tasks);
+    # None = the dataset's own task. task_args go to the task (e.g. pos_weight, dice).
+    task: str | None = None
+    task_args: dict[str, Any] = field(default_factory=dict)
+    val_split: float = 0.0  # fraction of train held out for validation; 0 = none
+    # How long. One epoch = one pass over the training images.
+    epochs: int = 8  # 8 passes of the default model take ~3.5 min on 2 cores
+    batch_size: int = 128  # 128 is the fastest size per image on 2 cores for small nets
+    # Optimizer. SGD+Nesterov with one-cycle trains small CNNs fastest (Smith 2018).
+    optimizer: str = "sgd"  # sgd | rmsprop | adam | adamw
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum / RMSprop momentum
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # L2 on all weights (decoupled for adamw)
+    schedule: str = "onecycle"  # constant | step | cosine | onecycle | plateau
+    warmup_epochs: float = 0.0  # linear warm-up before step/cosine/constant
+    step_epochs: int = 10  # step schedule: multiply lr by gamma every step_epochs
+    gamma: float = 0.1  # step and plateau decay factor
+    plateau_patience: int = 2  # epochs without val improvement before decaying
+    # Regularisation.
+    label_smoothing: float = 0.1
+    grad_clip: float | None = None  # max global grad norm; None = off
+    # Flips only: in runs this short, crops and erasing cost more accuracy than they
+    # add (10 epochs: flip 93.4%, flip+crop 92.8% on Fashion-MNIST).
+    augment: Any = "flip"  # see cnnlab.data.augment.build_augment
+    early_stopping: int | None = None  # patience in epochs on the monitored loss
+    # Test-time augmentation: True/"flip" = mean of an image and its mirror (+0.3-0.4%),
+    # "flip-shift" adds 1-pixel shifts of both (cnnlab.tasks.tta), False/"none" = off.
+    tta: bool | str = True
+    # Evaluate and save an exponential moving average of the weights (cnnlab.engine.ema):
+    # the decay per update, e.g. 0.99; None = off. ema_every: optimizer steps per update.
+    ema: float | None = None
+    ema_every: int = 1
+    # Set the first conv's filters to +/- the directions that whiten the training images'
+    # patches, and freeze them (airbench's first layer; cnnlab.engine.whiten).
+    whiten: bool = False
+    # Train this many copies (member i is seeded seed * ensemble + i) side by side, one
+    # process each, and average their class probabilities (cnnlab.runs.ensemble).
+    # On small CPUs one process rarely keeps every core busy; N processes do.
+    ensemble: int = 1
+    # Speed.
+    # None = automatic: timed on the first run for this model, shape and machine and
+    # cached (cnnlab.engine.autotune); True/False always wins over the tuner.
+    autotune: bool = True  # False: None below means plain fp32 eager NCHW
+    channels_last: bool | None = None  # NHWC: usually faster for convs on x86 oneDNN
+    bf16: bool | None = None  # bf16 autocast: faster only on CPUs with native bf16
+    compile: bool | None = None  # torch.compile: tens of seconds to compile, long runs only
+    threads: int | None = None  # torch intra-op threads; None = torch's default
+    eval_batch_size: int = 1000
+    # Reproducibility and quick checks.
+    seed: int = 0
+    limit_batches: int | None = None  # train on at most this many batches per epoch
+    limit_eval_batches: int | None = None
+    fast_dev_run: bool = False  # one batch of train and eval, 1 epoch, nothing saved
+    progress: bool = True
+    report: bool = True  # write report.html into the run folder after training
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the field, its value and what was expected."""
+        positive = (
+            "epochs", "batch_size", "eval_batch_size", "step_epochs", "ema_every", "ensemble",
+        )  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Expected {name} to be an int >= 1, received {name}={value!r}")
+        for name in ("lr", "weight_decay", "label_smoothing", "val_split", "warmup_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"Expected {name} to be a number >= 0, received {name}={value!r}")
+        for name in ("autotune", "whiten", "channels_last", "bf16", "compile"):
+            value = getattr(self, name)
+            strict = name in ("autotune", "whiten")
+            if not isinstance(value, bool) and not (value is None and not strict):
+                expected = "true or false" if strict else "true, false or null (auto)"
+                raise ConfigError(f"Expected {name} to be {expected}, received {name}={value!r}")
+        tta_mode(self.tta)
+        if self.ema is not None and (
+            not isinstance(self.ema, int | float)
+            or isinstance(self.ema, bool)
+            or not 0 < self.ema < 1
+        ):
+            raise ConfigError(f"Expected ema in (0, 1) or null (off), received ema={self.ema!r}")
+        if not 0 <= self.val_split < 1:
+            raise ConfigError(f"Expected val_split in [0, 1), received val_split={self.val_split}")
+        if self.label_smoothing >= 1:
+            raise ConfigError(
+                f"Expected label_smoothing in [0, 1), received label_smoothing={self.label_smoothing}"
+            )
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config keys {unknown}; expected keys from: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_recipe(cls, recipe: str, /, **overrides: Any) -> TrainConfig:
+        """A shipped recipe's values (cnnlab.engine.recipes), then ``overrides`` (``name=`` too)."""
+        from cnnlab.engine.recipes import recipe_values
+
+        return cls.from_dict({**recipe_values(recipe), **overrides})
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], /, **overrides: Any) -> TrainConfig:
+        """Load a YAML file of config keys, then apply ``overrides`` on top."""
+        return cls.from_dict({**read_yaml(path), **overrides})
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping of config keys in a YAML file (not yet checked against the fields)."""
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"config file {path}: expected a mapping of keys, received {type(values).__name__}"
+        )
+    return values

@@ -1,0 +1,459 @@
+"""The training loop: fit, evaluate, predict — explicit, in numbered steps."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cnnlab.core.errors import (
+    CheckpointError,
+    ConfigError,
+    ShapeMismatchError,
+    TrainingDivergedError,
+)
+from cnnlab.core.io import atomic_write_text, write_json
+from cnnlab.core.records import record_of, set_record
+from cnnlab.core.rundir import RunDir
+from cnnlab.data.augment import build_augment
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.data.loader import BatchLoader, Normalize
+from cnnlab.engine import autotune, evaluator
+from cnnlab.engine.callbacks import Callback, EarlyStopping
+from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.ema import WeightEMA
+from cnnlab.engine.optim import Schedule, build_optimizer
+from cnnlab.engine.step import TrainStep
+from cnnlab.engine.whiten import MAX_IMAGES as MAX_WHITEN_IMAGES
+from cnnlab.engine.whiten import whiten_first_conv
+from cnnlab.tasks import Task, as_targets, get_task
+from cnnlab.tasks.base import Targets
+
+# Tuning costs a few seconds, once per model, shape and machine (the choice is cached);
+# runs shorter than this use autotune.untuned_default instead.
+MIN_TUNE_STEPS = 200
+HISTORY_FIELDS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
+    "images_per_second",
+)  # fmt: skip  (a classifier's columns; other tasks name their own metrics)
+
+
+class Trainer:
+    """Train a model for any task on an in-memory dataset.
+
+    Args:
+        model: any ``nn.Module`` whose outputs the task understands (classification:
+            (B, C, H, W) images to (B, num_classes) logits).
+        config: hyperparameters; see :class:`cnnlab.engine.config.TrainConfig`.
+        task: what the model predicts; default: ``config.task``, else the dataset's.
+        callbacks: extra :class:`Callback` objects, called in order.
+        run_dir: where checkpoints and history go; defaults to ``config.run_dir``.
+        log: where one-line messages go (epoch summaries, warnings).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        callbacks: Sequence[Callback] = (),
+        run_dir: str | Path | None = None,
+        log: Callable[[str], None] = print,
+        task: Task | str | None = None,
+    ) -> None:
+        if config.ensemble > 1:
+            raise ConfigError(
+                f"Trainer trains one model, received ensemble={config.ensemble}; ensembles "
+                "are trained by cnnlab.runs.run_training (or `cnnlab train`), which "
+                "runs one Trainer per member"
+            )
+        self.model, self.config, self.log = model, config, log
+        self.callbacks = list(callbacks)
+        if config.early_stopping:
+            self.callbacks.append(EarlyStopping(config.early_stopping))
+        self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir
+        self.save = not config.fast_dev_run
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0  # epochs completed
+        self.batch = 0  # batch index within the current epoch
+        self.stop_training = False
+        self.monitored_loss = float("inf")
+        self.normalize = Normalize([0.0], [1.0])
+        self.generator = torch.Generator().manual_seed(config.seed)
+        # channels_last / bf16 / compile as used; fit() resolves the automatic (None) ones.
+        self.cpu = autotune.Choice(autotune.CpuSettings.of(config), "config")
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = model
+        self.ema: WeightEMA | None = None  # the weight average, when config.ema is set
+        self._task = task if task is not None else config.task
+        self.task: Task = self._resolve_task(None)
+
+    @property
+    def files(self) -> RunDir:
+        return RunDir(self.run_dir)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.files.checkpoint
+
+    def _resolve_task(self, data: ImageDataset | None) -> Task:
+        """The task object: given, named by the config, or the dataset's default."""
+        chosen = self._task if self._task is not None else (data.task if data else "classify")
+        if isinstance(chosen, Task):
+            return chosen
+        options = {"label_smoothing": self.config.label_smoothing, **self.config.task_args}
+        return get_task(chosen, **options)
+
+    # -- fit -------------------------------------------------------------------------------
+
+    def fit(self, data: ImageDataset, *, resume: bool = False) -> list[dict[str, float]]:
+        """Train for ``config.epochs`` epochs; returns the history (one dict per epoch).
+
+        With ``resume=True`` training continues from ``run_dir/checkpoint.safetensors``
+        and ends with the same weights an uninterrupted run would have (same seed, CPU).
+        """
+        cfg = self.config
+        # 1. Seed every source of randomness and fix the thread count.
+        torch.manual_seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        # 2. Split, measure normalisation on the training part, check the data fit the
+        #    task and the model fits the data.
+        self.task = self._resolve_task(data)
+        self.task.check_data(data)
+        x_train, y_train, x_val, y_val = self._split(data)
+        mean, std = data.channel_stats()
+        self.normalize = Normalize(mean, std)
+        self._check_fits(data)
+        self._record(data, mean, std)
+        state = self._load_state() if resume else None
+        self._resolve_cpu_settings(data, len(x_train), state)
+        # 3. Loaders, optimizer and schedule.
+        train_loader = BatchLoader(
+            x_train, y_train, cfg.batch_size, self.normalize, shuffle=True,
+            augment=build_augment(cfg.augment), generator=self.generator, drop_last=True,
+            limit_batches=1 if cfg.fast_dev_run else cfg.limit_batches,
+            channels_last=self.cpu.settings.channels_last, flip_index=data.flip_index,
+        )  # fmt: skip
+        epochs = 1 if cfg.fast_dev_run else cfg.epochs
+        self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        self.schedule = Schedule(self.optimizer, cfg, len(train_loader))
+        if cfg.whiten:  # before any EMA copy or restore: a resumed run loads the same values
+            x = self.normalize(x_train[:MAX_WHITEN_IMAGES].to(torch.float32).div_(255))
+            self.log(f"whitened and froze {whiten_first_conv(self.model, x)}")
+        if cfg.ema:
+            self.ema = WeightEMA(self.model, cfg.ema, cfg.ema_every)
+        # The one training step (cnnlab.engine.step); the task builds the loss dict,
+        # including a model's auxiliary heads (GoogLeNet) where it has them.
+        self.step = TrainStep(
+            self.model, self.task, self.optimizer, forward=self._forward,
+            bf16=self.cpu.settings.bf16, grad_clip=cfg.grad_clip,
+            after_update=self._after_update, check_loss=self._check_loss,
+        )  # fmt: skip
+        # 4. Pick up where a previous run stopped.
+        if state is not None:
+            self._restore(state)
+        self._emit("before_fit")
+        # 5. The loop: train an epoch, validate, record, checkpoint.
+        while self.epoch < epochs and not self.stop_training:
+            self._emit("before_epoch")
+            row = self._run_epoch(train_loader, x_val, y_val)
+            self.history.append(row)
+            self.epoch += 1
+            self.log(_epoch_line(row, epochs))
+            self._emit("after_epoch")
+            if self.save:
+                self._checkpoint()
+        if self.ema is not None:  # from here on the model is the average
+            self.ema.copy_to(self.model)
+        self._emit("after_fit")
+        return self.history
+
+    def _run_epoch(
+        self, loader: BatchLoader, x_val: torch.Tensor | None, y_val: Targets | None
+    ) -> dict[str, float]:
+        """Train one epoch, validate, step the per-epoch schedule; returns the history row."""
+        started = time.perf_counter()
+        loader.epoch = self.epoch
+        train_loss, train_metrics, seen = self._train_epoch(loader)
+        seconds = time.perf_counter() - started
+        row: dict[str, float] = {"epoch": self.epoch + 1, "train_loss": train_loss}
+        row |= {f"train_{k}": v for k, v in train_metrics.items() if _scalar(v)}
+        row |= {
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "images_per_second": seen / seconds,
+        }
+        if x_val is not None and y_val is not None:
+            val = self.evaluate(x_val, y_val)
+            row |= {f"val_{k}": v for k, v in val.items() if k != "n" and _scalar(v)}
+        self.monitored_loss = row.get("val_loss", train_loss)
+        self.schedule.after_epoch(self.monitored_loss)
+        return row
+
+    def _train_epoch(self, loader: BatchLoader) -> tuple[float, dict[str, float], int]:
+        self.model.train()
+        metrics = self.task.metrics()
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        seen = 0
+        started = time.perf_counter()
+        bar = tqdm(
+            total=len(loader), desc=f"epoch {self.epoch + 1}", unit="batch", leave=False,
+            disable=None if self.config.progress else True, dynamic_ncols=True,
+        )  # fmt: skip
+        with bar:
+            for self.batch, (x, targets) in enumerate(loader):
+                self._emit("before_batch")
+                losses, outputs = self.step(x, targets)
+                self.schedule.after_batch()
+                loss_sum += losses["loss"] * len(x)
+                metrics.update(outputs, targets)
+                seen += len(x)
+                self._emit("after_batch")
+                if self.batch % 20 == 0 or self.batch == len(loader) - 1:
+                    rate = seen / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(
+                        loss=f"{loss_sum.item() / seen:.4f}", img_s=f"{rate:.0f}", refresh=False
+                    )
+                bar.update(1)
+        return loss_sum.item() / max(seen, 1), metrics.compute(), seen
+
+    def _after_update(self) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _check_loss(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            self._diverged(float(loss.detach()))
+
+    def _diverged(self, value: float) -> None:
+        where = f"epoch {self.epoch + 1}, batch {self.batch + 1}"
+        kept = (
+            f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch})"
+            if self.save and self.checkpoint_path.exists()
+            else "no checkpoint was written yet"
+        )
+        raise TrainingDivergedError(
+            f"loss became {value} at {where}; training stopped and {kept}. "
+            f"Try a lower lr (was {self.config.lr}), grad_clip, or a warm-up."
+        )
+
+    # -- evaluate / predict -------------------------------------------------------------------
+
+    def _eval_settings(self) -> evaluator.EvalSettings:
+        cfg = self.config
+        return evaluator.EvalSettings(
+            self.normalize, cfg.eval_batch_size, cfg.tta, self.cpu.settings.bf16,
+            self.cpu.settings.channels_last, 1 if cfg.fast_dev_run else cfg.limit_eval_batches,
+        )  # fmt: skip
+
+    def _weights(self) -> contextlib.AbstractContextManager[Any]:
+        """The weight average swapped in while evaluating, when ``ema`` is on."""
+        return self.ema.swapped_in(self.model) if self.ema else contextlib.nullcontext()
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The task's scores for inputs (classification: probabilities (N, num_classes))."""
+        outputs = evaluator.outputs(
+            self.model, self.task, images, self._eval_settings(), self._weights()
+        )
+        return self.task.scores(outputs)
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor | Targets) -> dict[str, float]:
+        """Mean loss (no label smoothing), the task's metrics and ``n`` on held-out data.
+
+        ``labels`` is a tensor of class ids or a dict of targets (as the dataset holds).
+        """
+        return evaluator.evaluate(
+            self.model, self.task, images, as_targets(labels), self._eval_settings(),
+            self._weights(),
+        )  # fmt: skip
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _resolve_cpu_settings(
+        self, data: ImageDataset, n_train: int, state: dict[str, Any] | None
+    ) -> None:
+        """Pick channels_last / bf16 / compile (see cnnlab.engine.autotune), say which, apply."""
+        cfg = self.config
+        batches = n_train // cfg.batch_size
+        if cfg.limit_batches:
+            batches = min(batches, cfg.limit_batches)
+        run_steps = batches * cfg.epochs
+        why_not = None  # quick checks never pay for tuning; they use a cached choice if any
+        if cfg.fast_dev_run or cfg.limit_batches:
+            why_not = "fast_dev_run" if cfg.fast_dev_run else "limit_batches is set"
+        elif run_steps < MIN_TUNE_STEPS:
+            why_not = f"{run_steps} steps are too few to repay tuning (<{MIN_TUNE_STEPS})"
+        saved = state.get("cpu_settings") if state is not None else None
+        self.cpu = autotune.resolve(
+            cfg, self.model, data.input_shape, data.num_classes,
+            run_steps=run_steps, no_tuning=why_not, saved=saved, task=self.task,
+            targets={k: v[: cfg.batch_size] for k, v in data.targets_train.items()},
+        )  # fmt: skip
+        self.log(self.cpu.message())
+        if self.cpu.settings.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # Only the training forward is compiled; self.model keeps plain state_dict keys.
+        self._forward = torch.compile(self.model) if self.cpu.settings.compile else self.model
+        if self.save:
+            write_json(self.files.cpu_settings, self.cpu.to_dict())
+
+    def _emit(self, event: str) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self)
+
+    def _split(
+        self, data: ImageDataset
+    ) -> tuple[torch.Tensor, Targets, torch.Tensor | None, Targets | None]:
+        targets = data.targets_train
+        n_val = int(len(data.x_train) * self.config.val_split)
+        if n_val == 0:
+            return data.x_train, targets, None, None
+        # A fixed permutation (seeded separately from training) so resume sees the same split.
+        order = torch.randperm(
+            len(data.x_train), generator=torch.Generator().manual_seed(self.config.seed + 1)
+        )
+        val, train = order[:n_val], order[n_val:]
+        train_targets = {k: v[train] for k, v in targets.items()}
+        val_targets = {k: v[val] for k, v in targets.items()}
+        return data.x_train[train], train_targets, data.x_train[val], val_targets
+
+    def _check_fits(self, data: ImageDataset) -> None:
+        shape = (2, *data.input_shape)
+        dtype = torch.int64 if data.x_train.dtype == torch.int64 else torch.float32
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(torch.zeros(shape, dtype=dtype))
+        except ShapeMismatchError as e:
+            raise ShapeMismatchError(f"dataset {data.name!r} gives images {shape}: {e}") from None
+        except RuntimeError as e:
+            raise ShapeMismatchError(
+                f"the model cannot take dataset {data.name!r}'s images of shape {shape} "
+                f"(C, H, W = {data.input_shape}): {str(e).splitlines()[0]}"
+            ) from None
+        self.task.check_outputs(out, data)
+
+    def _record(self, data: ImageDataset, mean: list[float], std: list[float]) -> None:
+        """Write what training decided into the model's record, so save() needs nothing."""
+        record = record_of(self.model)
+        if record is None:
+            return
+        set_record(
+            self.model,
+            record.copy(
+                task=self.task.name, input_shape=list(data.input_shape),
+                classes=list(data.classes), mean=mean, std=std, tta=self.config.tta,
+                dataset=self.config.dataset if data.name == self.config.dataset else data.name,
+                dataset_args=self.config.dataset_args if data.name == self.config.dataset else {},
+                task_args={**self.task.record_args(data), **self.config.task_args},
+            ),
+        )  # fmt: skip
+
+    def _checkpoint(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state()},
+            "epoch": self.epoch,
+            "history": self.history,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "config": self.config.to_dict(),
+            "cpu_settings": self.cpu.to_dict(),
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        save_checkpoint(self.checkpoint_path, state)
+        atomic_write_text(self.files.history, history_csv(self.history))
+
+    def _load_state(self) -> dict[str, Any]:
+        path = self.checkpoint_path
+        if not path.exists():
+            raise CheckpointError(f"{path}: no checkpoint to resume from")
+        return load_checkpoint(path)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        path = self.checkpoint_path
+        saved_epochs = state.get("config", {}).get("epochs", self.config.epochs)
+        if saved_epochs != self.config.epochs and self.config.schedule in ("onecycle", "cosine"):
+            # These schedules are laid out over the whole run; a new length would not fit.
+            raise ConfigError(
+                f"{path} was written for epochs={saved_epochs} with the {self.config.schedule} "
+                f"schedule, received epochs={self.config.epochs}; resume with "
+                f"--epochs {saved_epochs}"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            self.generator.set_state(state["rng"]["loader"])
+            for callback, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
+                callback.load_state_dict(cb_state)
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (KeyError, RuntimeError, ValueError, ConfigError) as e:
+            raise CheckpointError(
+                f"{path}: does not match this model/config ({str(e).splitlines()[0]})"
+            ) from None
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.log(f"resumed from {path} after epoch {self.epoch}")
+
+
+def history_csv(history: list[dict[str, float]]) -> str:
+    """The history as CSV text, one row per epoch.
+
+    A classifier's columns are HISTORY_FIELDS; other tasks' metric columns take the
+    place of the accuracies, in the order the rows first name them.
+    """
+    fields = list(HISTORY_FIELDS)
+    seen = [key for row in history for key in row]
+    if seen and not set(seen) <= set(HISTORY_FIELDS):
+        fields = list(dict.fromkeys(seen))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    return out.getvalue()
+
+
+def _epoch_line(row: dict[str, float], epochs: int) -> str:
+    line = f"epoch {int(row['epoch'])}/{epochs}  loss {row['train_loss']:.4f}"
+    line += "".join(f"  {_short(k[6:])} {v:.4f}" for k, v in row.items() if _shown(k, "train_"))
+    if "val_loss" in row:
+        line += f"  val_loss {row['val_loss']:.4f}"
+        line += "".join(
+            f"  val_{_short(k[4:])} {v:.4f}" for k, v in row.items() if _shown(k, "val_")
+        )
+    return (
+        line + f"  lr {row['lr']:.3g}  {row['seconds']:.1f}s  {row['images_per_second']:.0f} img/s"
+    )
+
+
+def _shown(key: str, prefix: str) -> bool:
+    return key.startswith(prefix) and key != f"{prefix}loss"
+
+
+def _short(metric: str) -> str:
+    return "acc" if metric == "accuracy" else metric
+
+
+def _scalar(value: Any) -> bool:
+    """History columns hold numbers; per-class lists stay in metrics.json."""
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,28 @@
+"""Runs: one config -> one run folder (a single model or an ensemble trained side by side)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine.config import TrainConfig
+from cnnlab.runs.ensemble import run_ensemble
+from cnnlab.runs.run import train_one
+
+__all__ = ["run_training"]
+
+
+def run_training(
+    config: TrainConfig, *, resume: bool = False, data: ImageDataset | None = None
+) -> dict[str, Any]:
+    """Train, evaluate on the test split and write the run folder; returns the metrics.
+
+    Run folder (``config.run_dir``): config.yaml (resolved), checkpoint.safetensors,
+    history.csv, config.json + model.safetensors (the saved model), metrics.json.
+    With ``config.ensemble`` > 1 the members train side by side, each in a run folder
+    of its own inside this one (cnnlab.runs.ensemble).
+    """
+    if config.ensemble > 1:
+        return run_ensemble(config, resume=resume, data=data)
+    metrics, _ = train_one(config, resume=resume, data=data)
+    return metrics

@@ -1,0 +1,112 @@
+"""One training run end to end: data -> model -> fit -> test -> run folder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab import data as datasets
+from cnnlab.engine.config import TrainConfig
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.core.io import atomic_write_text, write_json
+from cnnlab.models import create_model, model_info
+from cnnlab.models.saved import save
+from cnnlab.tasks import get_task
+from cnnlab.engine.trainer import Trainer
+
+
+def build_model(config: TrainConfig, data: ImageDataset) -> nn.Module:
+    """The config's model, sized for the data (channels, classes, and image size if fixed)."""
+    task = get_task(config.task or data.task)
+    args: dict[str, Any] = {"in_channels": data.input_shape[0], **task.model_args(data)}
+    if model_info(config.model).fixed_input:
+        h, w = data.input_shape[-2:]
+        args["input_size"] = h if h == w else [h, w]
+    args.update(config.model_args)
+    return create_model(config.model, **args)
+
+
+def train_one(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    data: ImageDataset | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], nn.Module]:
+    """One model's run (what run_training does without an ensemble): (metrics, model)."""
+    # 1. Data and model, both seeded so a rerun builds the same initial weights.
+    if data is None:
+        data = datasets.load(config.dataset, **config.dataset_args)
+    torch.manual_seed(config.seed)
+    model = build_model(config, data)
+    start_run_dir(config)
+    # 2. Train.
+    trainer = Trainer(model, config, log=log)
+    started = time.perf_counter()
+    history = trainer.fit(data, resume=resume)
+    train_seconds = sum(row["seconds"] for row in history)
+    # 3. Test and record.
+    test = trainer.evaluate(data.x_test, data.targets_test)
+    metrics = {
+        **test_metrics(test),
+        "task": trainer.task.name,
+        "epochs": len(history),
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "model": config.model,
+        "dataset": data.name,
+        "run_dir": str(config.run_dir),
+    }
+    norm = trainer.normalize
+    stats = (norm.mean.flatten().tolist(), norm.std.flatten().tolist())
+    finish_run_dir(config, trainer.model, data, metrics, stats)
+    return metrics, trainer.model
+
+
+def test_metrics(test: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's test entries: test_<metric> for each of the task's, and test_images."""
+    out = {f"test_{k}": v for k, v in test.items() if k not in ("loss", "n")}
+    return {**out, "test_loss": test["loss"], "test_images": test["n"]}
+
+
+def start_run_dir(config: TrainConfig) -> None:
+    """Create the run folder and write the resolved config.yaml (not for fast_dev_run)."""
+    if not config.fast_dev_run:
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config.run_dir / "config.yaml", config.to_yaml())
+
+
+def saved_extra(config: TrainConfig) -> dict[str, Any]:
+    """What a saved model records of its run, beyond weights and normalisation."""
+    return {"dataset": config.dataset, "dataset_args": config.dataset_args, "tta": config.tta}
+
+
+def finish_run_dir(
+    config: TrainConfig,
+    model: nn.Module,
+    data: ImageDataset,
+    metrics: dict[str, Any],
+    stats: tuple[list[float], list[float]],
+) -> None:
+    """Save the model, metrics.json and (when asked) the report; adds "report" to metrics.
+
+    ``stats`` is the (mean, std) per channel the model's inputs were normalised with.
+    Nothing is written for fast_dev_run.
+    """
+    if config.fast_dev_run:
+        return
+    run_dir = config.run_dir
+    mean, std = stats
+    save(
+        model, run_dir, classes=data.classes, input_shape=data.input_shape,
+        mean=mean, std=std, extra=saved_extra(config),
+    )  # fmt: skip
+    write_json(run_dir / "metrics.json", metrics)
+    if config.report:
+        from cnnlab.runs.report import write_report  # matplotlib loads only when needed
+
+        metrics["report"] = str(write_report(run_dir, data=data))

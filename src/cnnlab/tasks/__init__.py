@@ -1,0 +1,9 @@
+"""Tasks: what a model predicts, how it is scored, shown and augmented at test time.
+
+Importing this package registers every task; ``get_task(name)`` returns one.
+"""
+
+from cnnlab.tasks import classify
+from cnnlab.tasks.base import Task, as_targets, get_task, list_tasks, register_task
+
+__all__ = ["Task", "as_targets", "classify", "get_task", "list_tasks", "register_task"]
