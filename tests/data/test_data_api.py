@@ -48,6 +48,7 @@ def test_describe_has_the_table_columns(name: str) -> None:
         "input_shape",
         "train_size",
         "test_size",
+        "task",
         "source",
     }
     assert info["name"] == name and info["source"]

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.engine.config import TrainConfig
-from cnnlab.data.dataset import ImageDataset
 from cnnlab.core.errors import ConfigError
-from cnnlab.models import Ensemble
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.predictor import evaluate_model, probabilities
-from cnnlab.runs.report import write_report
+from cnnlab.models import Ensemble
 from cnnlab.runs import ensemble as ens
 from cnnlab.runs import run_training
+from cnnlab.runs.report import write_report
 
 
 @pytest.mark.parametrize(

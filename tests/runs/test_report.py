@@ -19,10 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.engine.config import TrainConfig
 from cnnlab.data.dataset import ImageDataset
-from cnnlab.runs.report import write_report
+from cnnlab.engine.config import TrainConfig
 from cnnlab.runs import run_training
+from cnnlab.runs.report import write_report
 
 SECTIONS = {
     "summary": True,

@@ -7,14 +7,14 @@ found in ``$CNNLAB_DATA``, then ``/usr/share/datasets``, then downloaded and ver
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cnnlab.core.errors import ConfigError, UnknownNameError
+from cnnlab.core.errors import ConfigError
 from cnnlab.data import download as _download
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.download import Resolver, default_cache_dir
@@ -27,6 +27,7 @@ from cnnlab.data.readers import (
     read_idx,
     read_npz,
 )
+from cnnlab.data.registry import dataset_info, register_dataset, registered_datasets
 from cnnlab.data.sources import CIFAR100_COARSE, LOCAL_KINDS, SOURCES, DatasetSource
 
 __all__ = [
@@ -38,32 +39,17 @@ __all__ = [
     "find_local",
     "list_datasets",
     "load",
+    "register_dataset",
 ]
 
 PathLike = str | os.PathLike[str]
 
-# Options each dataset accepts in load(..., **options), with their defaults.
-OPTIONS: dict[str, dict[str, Any]] = {
-    "fashion-mnist": {},
-    "mnist": {},
-    "cifar10": {},
-    "cifar100": {"label": "fine"},  # "fine" (100 classes) or "coarse" (20 superclasses)
-    "digits": {"seed": 0},
-    "folder": {
-        "path": None,
-        "image_size": (32, 32),
-        "channels": 3,
-        "test_fraction": 0.2,
-        "seed": 0,
-    },
-    "npz": {"path": None, "layout": "auto"},
-}
 DIGITS_URL = "https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html"
 
 
-def list_datasets() -> list[str]:
-    """Names accepted by :func:`load`, sorted."""
-    return sorted(OPTIONS)
+def list_datasets(task: str | None = None) -> list[str]:
+    """Names accepted by :func:`load` (whose default task is ``task``), sorted."""
+    return registered_datasets(task)
 
 
 def describe(name: str) -> dict[str, Any]:
@@ -76,25 +62,17 @@ def describe(name: str) -> dict[str, Any]:
     Raises:
         UnknownNameError: ``name`` is not in :func:`list_datasets`.
     """
-    _check_name(name)
+    info = dataset_info(name)
     if name in SOURCES:
-        s = SOURCES[name]
-        return {
-            "name": name,
-            "title": s.title,
-            "num_classes": len(s.classes),
-            "input_shape": s.input_shape,
-            "train_size": s.train_size,
-            "test_size": s.test_size,
-            "source": s.urls[0],
-        }
-    title, origin = LOCAL_KINDS[name]
-    info: dict[str, Any] = {"name": name, "title": title, "num_classes": None, "input_shape": None}
-    info |= {"train_size": None, "test_size": None, "source": origin}
-    if name == "digits":
-        info |= {"num_classes": 10, "input_shape": (1, 8, 8), "train_size": 1437, "test_size": 360}
-        info["source"] = DIGITS_URL
-    return info
+        src = SOURCES[name]
+        facts = {
+            "num_classes": len(src.classes), "input_shape": src.input_shape,
+            "train_size": src.train_size, "test_size": src.test_size, "source": src.urls[0],
+        }  # fmt: skip
+    else:
+        facts = {"num_classes": None, "input_shape": None, "train_size": None, "test_size": None}
+        facts |= {"source": info.origin, **info.facts}
+    return {"name": name, "title": info.title, **facts, "task": info.task}
 
 
 def find_local(
@@ -171,16 +149,19 @@ def load(
         DatasetUnavailableError: no copy and no download; says how to get one.
         DataFormatError: a file that is not in the expected format; names it.
     """
-    _check_name(name)
-    unknown = sorted(set(options) - set(OPTIONS[name]))
+    info = dataset_info(name)
+    unknown = sorted(set(options) - set(info.options))
     if unknown:
-        accepted = ", ".join(OPTIONS[name]) or "none"
+        accepted = ", ".join(info.options) or "none"
         raise ConfigError(
             f"load({name!r}): unknown option(s) {', '.join(unknown)}; accepted: {accepted}"
         )
-    opts = OPTIONS[name] | options
+    opts = info.options | options
     resolver = Resolver.create(cache_dir, system_dirs, mirror, download)
-    splits, where, extra = _LOADERS.get(name, _load_remote)(name, resolver, opts)
+    loaded = info.loader(name, resolver, opts)
+    if isinstance(loaded, ImageDataset):
+        return loaded
+    splits, where, extra = loaded
     return ImageDataset(
         name=name,
         x_train=torch.from_numpy(np.ascontiguousarray(splits.x_train)),
@@ -196,6 +177,15 @@ def load(
 Loaded = tuple[Splits, str, dict[str, str]]  # splits, where they came from, notes for the record
 
 
+@register_dataset(
+    "fashion-mnist", title=SOURCES["fashion-mnist"].title, origin=SOURCES["fashion-mnist"].urls[0]
+)
+@register_dataset("mnist", title=SOURCES["mnist"].title, origin=SOURCES["mnist"].urls[0])
+@register_dataset("cifar10", title=SOURCES["cifar10"].title, origin=SOURCES["cifar10"].urls[0])
+@register_dataset(
+    "cifar100", title=SOURCES["cifar100"].title, origin=SOURCES["cifar100"].urls[0],
+    options={"label": "fine"},  # "fine" (100 classes) or "coarse" (20 superclasses)
+)  # fmt: skip
 def _load_remote(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     source = SOURCES[name]
     if opts.get("label", "fine") not in ("fine", "coarse"):  # checked before any download
@@ -237,6 +227,10 @@ def _read_cifar(source: DatasetSource, archive: Path, label: str) -> Splits:
     return splits._replace(classes=splits.classes or list(default))
 
 
+@register_dataset(
+    "digits", title=LOCAL_KINDS["digits"][0], origin=DIGITS_URL, options={"seed": 0},
+    facts={"num_classes": 10, "input_shape": (1, 8, 8), "train_size": 1437, "test_size": 360},
+)  # fmt: skip
 def _load_digits(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     splits = read_digits(seed=int(opts["seed"]))
     return (
@@ -246,6 +240,12 @@ def _load_digits(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     )
 
 
+@register_dataset(
+    "folder", title=LOCAL_KINDS["folder"][0], origin=LOCAL_KINDS["folder"][1],
+    options={
+        "path": None, "image_size": (32, 32), "channels": 3, "test_fraction": 0.2, "seed": 0,
+    },
+)  # fmt: skip
 def _load_folder(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     path = _require_path(name, opts)
     size = opts["image_size"]
@@ -257,16 +257,13 @@ def _load_folder(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     return splits, str(Path(path).expanduser().resolve()), {"split": how}
 
 
+@register_dataset(
+    "npz", title=LOCAL_KINDS["npz"][0], origin=LOCAL_KINDS["npz"][1],
+    options={"path": None, "layout": "auto"},
+)  # fmt: skip
 def _load_npz(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     path = _require_path(name, opts)
     return read_npz(path, layout=opts["layout"]), str(path), {"split": "as stored"}
-
-
-_LOADERS: dict[str, Callable[[str, Resolver, dict[str, Any]], Loaded]] = {
-    "digits": _load_digits,
-    "folder": _load_folder,
-    "npz": _load_npz,
-}
 
 
 def _require_path(name: str, opts: dict[str, Any]) -> Path:
@@ -277,8 +274,7 @@ def _require_path(name: str, opts: dict[str, Any]) -> Path:
 
 
 def _check_name(name: str) -> None:
-    if name not in OPTIONS:
-        raise UnknownNameError("dataset", name, list_datasets())
+    dataset_info(name)
 
 
 def _source(name: str) -> DatasetSource:
@@ -288,3 +284,6 @@ def _source(name: str) -> DatasetSource:
             f"{name!r} has no files to fetch; expected one of: {', '.join(sorted(SOURCES))}"
         )
     return SOURCES[name]
+
+
+from cnnlab.data import synthetic as synthetic  # noqa: E402  (registers generated datasets)

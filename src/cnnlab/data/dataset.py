@@ -44,6 +44,9 @@ class ImageDataset:
     targets_test: dict[str, torch.Tensor] = field(default_factory=dict)
     task: str = "classify"
     flip_index: list[int] | None = None
+    # Names of the values in ``mask`` targets, background (0) first, when they differ
+    # from ``classes`` (composed scenes: 10 item classes, 11 mask values).
+    mask_classes: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.y_train is not None:

@@ -180,6 +180,8 @@ class Trainer:
                 self._checkpoint()
         if self.ema is not None:  # from here on the model is the average
             self.ema.copy_to(self.model)
+        if x_val is not None and y_val is not None:
+            self._calibrate(x_val, y_val)
         self._emit("after_fit")
         return self.history
 
@@ -231,6 +233,19 @@ class Trainer:
                     )
                 bar.update(1)
         return loss_sum.item() / max(seen, 1), metrics.compute(), seen
+
+    def _calibrate(self, x_val: torch.Tensor, y_val: Targets) -> None:
+        """Let the task tune its decision rule on the validation split (multi-label
+        thresholds); what it chooses is saved with the model."""
+        calibrate = getattr(self.task, "calibrate", None)
+        if calibrate is None:
+            return
+        outputs = evaluator.outputs(self.model, self.task, x_val, self._eval_settings())
+        chosen = calibrate(outputs, y_val)
+        record = record_of(self.model)
+        if record is not None:
+            record.task_args = {**record.task_args, **chosen}
+        self.log(f"{self.task.name}: chose {', '.join(sorted(chosen))} on the validation split")
 
     def _after_update(self) -> None:
         if self.ema is not None:
@@ -357,7 +372,7 @@ class Trainer:
             self.model,
             record.copy(
                 task=self.task.name, input_shape=list(data.input_shape),
-                classes=list(data.classes), mean=mean, std=std, tta=self.config.tta,
+                classes=self.task.class_names(data), mean=mean, std=std, tta=self.config.tta,
                 dataset=self.config.dataset if data.name == self.config.dataset else data.name,
                 dataset_args=self.config.dataset_args if data.name == self.config.dataset else {},
                 task_args={**self.task.record_args(data), **self.config.task_args},

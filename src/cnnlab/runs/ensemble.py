@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from cnnlab import data as datasets
-from cnnlab.engine.config import TrainConfig
-from cnnlab.data.dataset import ImageDataset
 from cnnlab.core.records import ModelRecord, require_record, set_record
-from cnnlab.models.ensemble import Ensemble, build_model
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.predictor import evaluate_model, task_of
+from cnnlab.models.ensemble import Ensemble, build_model
 from cnnlab.models.saved import freeze, frozen_names
 from cnnlab.runs.run import finish_run_dir, start_run_dir, test_metrics, train_one
 

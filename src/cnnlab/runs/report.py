@@ -27,14 +27,14 @@ from PIL import Image
 from torch import nn
 
 from cnnlab import data as datasets
+from cnnlab.core.io import atomic_write_text
 from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine.predictor import probabilities, task_of
 from cnnlab.inspect import attribution, embedding, evaluation, visualize
 from cnnlab.inspect.summary import format_summary, summary
-from cnnlab.core.io import atomic_write_text
 from cnnlab.models.ensemble import Ensemble
-from cnnlab.engine.predictor import probabilities, task_of
-from cnnlab.tasks import Task
 from cnnlab.models.saved import config_of, load, preprocess
+from cnnlab.tasks import Task
 
 EMBEDDING_IMAGES = 1000  # more points add nothing visible; t-SNE of 1000 takes ~5 s
 SAMPLE_IMAGES = 32  # test images shown under the summary

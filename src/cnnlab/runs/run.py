@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from cnnlab import data as datasets
-from cnnlab.engine.config import TrainConfig
-from cnnlab.data.dataset import ImageDataset
 from cnnlab.core.io import atomic_write_text, write_json
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.trainer import Trainer
 from cnnlab.models import create_model, model_info
 from cnnlab.models.saved import save
 from cnnlab.tasks import get_task
-from cnnlab.engine.trainer import Trainer
 
 
 def build_model(config: TrainConfig, data: ImageDataset) -> nn.Module:

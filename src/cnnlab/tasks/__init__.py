@@ -3,7 +3,16 @@
 Importing this package registers every task; ``get_task(name)`` returns one.
 """
 
-from cnnlab.tasks import classify
+from cnnlab.tasks import classify, multilabel, segment
 from cnnlab.tasks.base import Task, as_targets, get_task, list_tasks, register_task
 
-__all__ = ["Task", "as_targets", "classify", "get_task", "list_tasks", "register_task"]
+__all__ = [
+    "Task",
+    "as_targets",
+    "classify",
+    "get_task",
+    "list_tasks",
+    "multilabel",
+    "register_task",
+    "segment",
+]

@@ -74,9 +74,13 @@ class Task:
                 f"{self.output_hint(data)}"
             )
 
+    def class_names(self, data: Any) -> list[str]:
+        """The names of the model's outputs for this task (what a saved model records)."""
+        return list(data.classes)
+
     def model_args(self, data: Any) -> dict[str, Any]:
         """The arguments that size a model for ``data`` (``num_classes`` = its outputs)."""
-        return {"num_classes": data.num_classes}
+        return {"num_classes": len(self.class_names(data))}
 
     def record_args(self, data: Any) -> dict[str, Any]:
         """What a saved model must remember to predict as trained (ModelRecord.task_args)."""
