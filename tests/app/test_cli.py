@@ -275,3 +275,11 @@ def test_report_command_rewrites_the_page(
     html = page.read_text()
     assert 'id="grad-cam"' in html and html.count("data:image/png;base64,") >= 8
     assert main(["report", str(trained.parent / "missing")]) == 1
+
+
+def test_models_lists_one_task(capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnlab.app.cli import main
+
+    assert main(["models", "--task", "segment"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert names == ["deeplab", "fcn32s", "fcn8s", "pspnet", "segnet", "unet"]

@@ -164,7 +164,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     # The lecture's "speed-accuracy trade-off" view: size and cost at the design input.
     print(f"{'name':<18} {'params':>12} {'MMACs':>10} {'input':<10} {'paper':<28} year")
-    for name in list_models(args.pattern):
+    for name in list_models(args.pattern, task=args.task):
         info = model_info(name)
         with torch.device("meta"):  # shapes only: no memory, no init, no arithmetic
             model = create_model(name, in_channels=info.input_shape[0])
@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'lenet*'")
+    p.add_argument("--task", help="only models for this task: classify, segment, keypoints")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("datasets", help="list known datasets")
