@@ -80,12 +80,14 @@ def centroid_xy(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([(x * xs).sum(dim=(2, 3)) / total, (x * ys).sum(dim=(2, 3)) / total], dim=-1)
 
 
-def random_boxes(b: int, m: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, M, 4) integer boxes of 1..5 px per side anywhere in the image, and their classes;
-    the last row of every sample is padding (class -1, box 0)."""
+def random_boxes(
+    b: int, m: int, seed: int = 0, min_side: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, M, 4) integer boxes of min_side..5 px per side anywhere in the image, and their
+    classes; the last row of every sample is padding (class -1, box 0)."""
     g = gen(seed + 2)
-    w = torch.randint(1, 6, (b, m), generator=g)
-    h = torch.randint(1, 6, (b, m), generator=g)
+    w = torch.randint(min_side, 6, (b, m), generator=g)
+    h = torch.randint(min_side, 6, (b, m), generator=g)
     x0 = (torch.rand(b, m, generator=g) * (W - w + 1)).long()
     y0 = (torch.rand(b, m, generator=g) * (H - h + 1)).long()
     boxes = torch.stack([x0, y0, x0 + w, y0 + h], dim=-1).float()
@@ -175,9 +177,9 @@ def test_mask_follows_alternating_flip(epoch: int) -> None:
 
 def test_mask_crop_padding_is_background() -> None:
     mask = torch.full((32, H, W), 3)  # no background inside: any 0 comes from the padding
-    x, targets = build_augment({"name": "crop", "padding": 3})(
-        mask_image(mask), gen(), targets={"mask": mask}
-    )  # type: ignore[misc]
+    aug = build_augment({"name": "crop", "padding": 3})
+    assert aug is not None
+    x, targets = aug(mask_image(mask), gen(), targets={"mask": mask})
     torch.testing.assert_close(read_mask(x), targets["mask"], rtol=0, atol=0)
     assert bool((targets["mask"] == 0).any())
 
@@ -251,7 +253,6 @@ BLOB_SIZE = (32, 40)
 )
 def test_keypoints_follow_bilinear_affine(op: RandomAffine) -> None:
     g = gen(4)
-    Hb, Wb = BLOB_SIZE
     # points near the centre, so the blobs stay whole inside the image after the transform
     kp = torch.stack(
         [torch.randint(15, 25, (16, 2), generator=g), torch.randint(12, 20, (16, 2), generator=g)],
@@ -263,7 +264,6 @@ def test_keypoints_follow_bilinear_affine(op: RandomAffine) -> None:
     assert bool(targets["visible"].all())
     moved = (targets["keypoints"] - kp).abs().amax()
     assert float(moved) > 1.0  # the transform did move the points
-    assert (Hb, Wb) == tuple(x.shape[2:])
 
 
 def test_flip_index_swaps_left_and_right() -> None:
@@ -312,28 +312,42 @@ def test_flip_index_of_wrong_length_names_both_sizes() -> None:
         aug(torch.rand(4, 1, H, W), gen(), targets={"keypoints": kp}, flip_index=[1, 0, 2])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in targets.flip_targets: flip_index is checked only when a sample flips, "
-    "so a wrong length passes or fails by the random draw",
-)
 def test_flip_index_of_wrong_length_fails_even_when_nothing_flips() -> None:
     kp = random_keypoints(4, 2)
     with pytest.raises(ShapeMismatchError):
         flip_targets({"keypoints": kp}, torch.zeros(4, dtype=torch.bool), None, (H, W), [1, 0, 2])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in augment._with_targets: AlternatingFlip skips its one-index-per-image "
-    "check when targets are given, so one index broadcasts over the batch",
-)
 def test_altflip_with_targets_checks_index_count() -> None:
     aug = build_augment("altflip")
     assert aug is not None
     mask = random_masks(4)
     with pytest.raises(ShapeMismatchError):
         aug(mask_image(mask), gen(), indices=torch.tensor([1]), targets={"mask": mask})
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_masks_follow_reflected_and_replicated_crop_padding(mode: str) -> None:
+    mask = random_masks(6).clamp_min(1)  # no background: padding must come from the mask
+    aug = build_augment({"name": "crop", "padding": 2, "padding_mode": mode})
+    assert aug is not None
+    x, moved = aug(mask_image(mask), gen(), targets={"mask": mask})
+    assert torch.equal(torch.round(x[:, 0] * 4).long(), moved["mask"].long())
+
+
+@pytest.mark.parametrize(
+    ("horizontal", "vertical", "swapped"), [(False, True, True), (True, True, False)]
+)
+def test_any_mirror_swaps_left_and_right_but_a_half_turn_does_not(
+    horizontal: bool, vertical: bool, swapped: bool
+) -> None:
+    kp = random_keypoints(4, 2)
+    aug = Augment([RandomFlip(horizontal=horizontal, vertical=vertical, p=1.0)])
+    _, moved = aug(torch.rand(4, 1, H, W), gen(), targets={"keypoints": kp}, flip_index=[1, 0])
+    order = [1, 0] if swapped else [0, 1]
+    expected_x = (W - 1) - kp[:, order, 0] if horizontal else kp[:, order, 0]
+    expected_y = (H - 1) - kp[:, order, 1] if vertical else kp[:, order, 1]
+    torch.testing.assert_close(moved["keypoints"], torch.stack([expected_x, expected_y], -1))
 
 
 # ---------------------------------------------------------------- 3. boxes
@@ -358,9 +372,9 @@ def test_boxes_are_the_tight_bounds_after_flips_and_crops(spec: Any) -> None:
 
 def test_crop_empties_boxes_pushed_out() -> None:
     boxes, classes = random_boxes(128, 4)
-    x, t = build_augment({"name": "crop", "padding": 3})(  # type: ignore[misc]
-        box_images(boxes, classes), gen(8), targets={"boxes": boxes, "classes": classes}
-    )
+    aug = build_augment({"name": "crop", "padding": 3})
+    assert aug is not None
+    x, t = aug(box_images(boxes, classes), gen(8), targets={"boxes": boxes, "classes": classes})
     emptied = (classes >= 0) & (t["classes"] == -1)
     assert int(emptied.sum()) > 0  # the draw pushed some boxes out
     assert bool((x[emptied] == 0).all())
@@ -397,13 +411,7 @@ def test_shift_targets_boxes_by_hand() -> None:
 def test_boxes_enclose_pixels_after_rotation(op: RandomAffine, above: float) -> None:
     # bilinear values above 0.5 and nearest values above 0 both come from inside the
     # transformed rectangle, which the transformed box must enclose
-    boxes, classes = random_boxes(64, 4, seed=9)
-    boxes[..., 2:] = torch.maximum(boxes[..., 2:], boxes[..., :2] + 3)  # at least 3 px a side
-    boxes[..., 2].clamp_(max=W)
-    boxes[..., 3].clamp_(max=H)
-    boxes[..., 0] = torch.minimum(boxes[..., 0], boxes[..., 2] - 3)
-    boxes[..., 1] = torch.minimum(boxes[..., 1], boxes[..., 3] - 3)
-    boxes[:, -1], classes[:, -1] = 0.0, -1
+    boxes, classes = random_boxes(64, 4, seed=9, min_side=3)
     x, t = Augment([op])(
         box_images(boxes, classes), gen(10), targets={"boxes": boxes, "classes": classes}
     )
@@ -467,7 +475,7 @@ SAME_DRAW_SPECS: list[Any] = [
 
 @pytest.mark.parametrize("spec", SAME_DRAW_SPECS, ids=repr)
 def test_same_draw_with_or_without_targets(spec: Any) -> None:
-    B = 16
+    B = 64
     x = torch.rand(B, 3, H, W, generator=gen(11))
     boxes, classes = random_boxes(B, 3)
     targets = {

@@ -21,8 +21,9 @@ BIG = 5_000_000  # parameters; above this, fewer and smaller optimizer steps kee
 
 
 # Segmentation and keypoint-heatmap models have their own contract tests
-# (tests/models/test_segmentation.py, test_keypoint_models.py).
-@pytest.mark.parametrize("name", list_models(task="classify"))
+# (tests/models/test_segmentation.py, test_keypoint_models.py); keypoints_net is a
+# Classifier whose outputs are coordinates, so it keeps this contract.
+@pytest.mark.parametrize("name", [*list_models(task="classify"), "keypoints_net"])
 def test_contract_and_a_few_steps_lower_the_loss(name: str) -> None:
     info = model_info(name)
     # The smallest input that runs the whole network: ImageNet sizes are too slow here.

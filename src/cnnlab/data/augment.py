@@ -404,6 +404,10 @@ def _with_targets(
     """One op on pixels and targets alike, from the same random draw."""
     size = (x.shape[2], x.shape[3])
     if isinstance(op, AlternatingFlip):
+        if indices is not None and len(indices) != len(x):
+            raise ShapeMismatchError(
+                f"Expected one index per image ({len(x)}), received {len(indices)} indices"
+            )
         flips = (
             AlternatingFlip.flips(indices, epoch)
             if indices is not None
@@ -418,7 +422,8 @@ def _with_targets(
     if isinstance(op, RandomCrop):
         offsets = op.sample(x, generator)
         shift = op.padding - offsets  # content moves by padding - offset
-        return op.apply(x, offsets), shift_targets(targets, shift[:, 1], shift[:, 0], size)
+        moved = shift_targets(targets, shift[:, 1], shift[:, 0], size, op.padding_mode)
+        return op.apply(x, offsets), moved
     if isinstance(op, RandomAffine):
         theta = op.sample(x, generator)
         return op.apply(x, theta), affine_targets(targets, theta, size)

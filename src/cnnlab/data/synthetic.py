@@ -1,4 +1,5 @@
-"""Registered synthetic datasets: composed scenes (multi-label, segmentation, boxes)."""
+"""Registered generated and task datasets: composed scenes (multi-label, segmentation,
+boxes), procedural faces and Kaggle's facial keypoints CSV (keypoints)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ import torch
 from cnnlab.core.errors import ConfigError
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.download import Resolver
+from cnnlab.data.faces import (
+    FLIP_INDEX,
+    KEYPOINT_NAMES,
+    FaceKeypoints,
+    generate_faces,
+    read_facial_keypoints_csv,
+)
 from cnnlab.data.registry import register_dataset
 from cnnlab.data.scenes import Scenes, compose_scenes, load_scenes, save_scenes
 
@@ -87,3 +95,60 @@ def _class_names(source: str) -> list[str]:
     from cnnlab.data.sources import SOURCES
 
     return list(SOURCES[source].classes)
+
+
+def _faces_dataset(
+    name: str, train: FaceKeypoints, test: FaceKeypoints, source: str
+) -> ImageDataset:
+    def targets(faces: FaceKeypoints) -> dict[str, torch.Tensor]:
+        return {"keypoints": faces.keypoints, "visible": faces.visible}
+
+    return ImageDataset(
+        name, train.images, None, test.images, None, list(KEYPOINT_NAMES), source=source,
+        targets_train=targets(train), targets_test=targets(test), task="keypoints",
+        flip_index=list(FLIP_INDEX),
+    )  # fmt: skip
+
+
+@register_dataset(
+    "faces",
+    title="Procedural 96x96 grey faces with the 15 Kaggle facial keypoints known exactly",
+    origin="generated (cnnlab.data.faces.generate_faces)",
+    options={"train_size": 8000, "test_size": 2000, "seed": 0},
+    task="keypoints",
+    facts={"num_classes": 15, "input_shape": (1, 96, 96)},
+)
+def load_faces_dataset(name: str, resolver: Resolver, opts: dict[str, Any]) -> ImageDataset:
+    """Generated faces: train and test drawn with different seeds (about 5 s per 10,000)."""
+    seed = int(opts["seed"])
+    train = generate_faces(int(opts["train_size"]), seed=2 * seed)
+    test = generate_faces(int(opts["test_size"]), seed=2 * seed + 1)
+    return _faces_dataset(name, train, test, "cnnlab.data.faces.generate_faces")
+
+
+@register_dataset(
+    "facial-keypoints",
+    title="Kaggle Facial Keypoints Detection (training.csv; rows with missing points kept)",
+    origin="https://www.kaggle.com/c/facial-keypoints-detection (option path=<training.csv>)",
+    options={"path": None, "test_fraction": 0.2, "seed": 0},
+    task="keypoints",
+    facts={"num_classes": 15, "input_shape": (1, 96, 96)},
+)
+def load_facial_keypoints(name: str, resolver: Resolver, opts: dict[str, Any]) -> ImageDataset:
+    """The competition's training.csv, split at random (seeded) into train and test.
+
+    Missing keypoints stay as not ``visible``: the loss and metrics mask them out.
+    """
+    if opts.get("path") is None:
+        raise ConfigError(f"load({name!r}): expected option path=<training.csv>, received none")
+    faces = read_facial_keypoints_csv(opts["path"])
+    fraction = float(opts["test_fraction"])
+    if not 0 < fraction < 1:
+        raise ConfigError(f"Expected test_fraction in (0, 1), received test_fraction={fraction}")
+    order = torch.randperm(len(faces), generator=torch.Generator().manual_seed(int(opts["seed"])))
+    n_test = max(1, round(len(faces) * fraction))
+    parts = [
+        FaceKeypoints(faces.images[i], faces.keypoints[i], faces.visible[i])
+        for i in (order[n_test:], order[:n_test])
+    ]
+    return _faces_dataset(name, parts[0], parts[1], str(opts["path"]))

@@ -5,8 +5,9 @@ Conventions (the ones `cnnlab.data.augment` uses for pixels):
   come from outside the image become ``fill`` (background, 0).
 - keypoints (B, P, 2) are (x, y) in pixels with pixel centres at integers (the first
   pixel's centre is 0); ``visible`` (B, P) bool marks known points. A point moved out of
-  the image becomes not visible. A horizontal flip maps x to W - 1 - x and reorders the
-  points by ``flip_index`` (left eye <-> right eye).
+  the image becomes not visible. A horizontal flip maps x to W - 1 - x; any mirror (a
+  horizontal or a vertical flip, not both: that is a half turn) reorders the points by
+  ``flip_index`` (left eye <-> right eye), as mmpose does.
 - boxes (B, M, 4) are (x0, y0, x1, y1) in pixels with edges at half-integers' outer
   bounds (x1 exclusive: a box over columns 2..4 is x0=2, x1=5); ``classes`` (B, M) is -1
   for padding rows. Transformed through their four corners, then the enclosing box is
@@ -44,16 +45,18 @@ def flip_targets(
         kp[..., 0] = torch.where(h[:, None], (W - 1) - kp[..., 0], kp[..., 0])
         kp[..., 1] = torch.where(v[:, None], (H - 1) - kp[..., 1], kp[..., 1])
         visible = out.get("visible")
-        if flip_index is not None and bool(h.any()):
+        if flip_index is not None:
             order = torch.as_tensor(list(flip_index), dtype=torch.int64)
             if len(order) != kp.shape[1]:
                 raise ShapeMismatchError(
                     f"flip_index has {len(order)} entries but the keypoints are "
                     f"{tuple(kp.shape)}: expected one entry per point"
                 )
-            kp = torch.where(h[:, None, None], kp[:, order], kp)
+            # Any mirror swaps left and right; both flips at once are a half turn, no swap.
+            mirrored = h ^ v
+            kp = torch.where(mirrored[:, None, None], kp[:, order], kp)
             if visible is not None:
-                visible = torch.where(h[:, None], visible[:, order], visible)
+                visible = torch.where(mirrored[:, None], visible[:, order], visible)
         out["keypoints"] = kp
         if visible is not None:
             out["visible"] = visible
@@ -68,14 +71,24 @@ def flip_targets(
     return out
 
 
-def shift_targets(targets: Targets, dx: Tensor, dy: Tensor, size: tuple[int, int]) -> Targets:
-    """Move the targets by whole pixels (B,) each, as a padded random crop moves pixels."""
+def shift_targets(
+    targets: Targets, dx: Tensor, dy: Tensor, size: tuple[int, int], padding_mode: str = "constant"
+) -> Targets:
+    """Move the targets by whole pixels (B,) each, as a padded random crop moves pixels.
+
+    Mask pixels from the padding are background (0) for constant padding, and the same
+    reflected or replicated mask pixels as the image shows for the other modes.
+    """
     H, W = size
     out = dict(targets)
     if "mask" in out:
         mask = out["mask"]
         p = int(max(dx.abs().max(), dy.abs().max())) if len(dx) else 0
-        padded = F.pad(mask, (p, p, p, p), value=0)
+        if padding_mode == "constant" or p == 0:
+            padded = F.pad(mask, (p, p, p, p), value=0)
+        else:  # F.pad reflects and replicates float maps with a channel dimension
+            wide = F.pad(mask[:, None].to(torch.float32), (p, p, p, p), mode=padding_mode)
+            padded = wide[:, 0].round().to(mask.dtype)
         rows = (torch.arange(H)[None, :] + p - dy[:, None]).clamp(0, H + 2 * p - 1)  # (B, H)
         cols = (torch.arange(W)[None, :] + p - dx[:, None]).clamp(0, W + 2 * p - 1)  # (B, W)
         batch = torch.arange(len(mask))[:, None, None]

@@ -128,6 +128,7 @@ class MnistNet(Classifier):
     paper="Nouri 2014, via seed 003",
     year=2014,
     fixed_input=True,
+    task="keypoints",
 )
 def keypoints_net(**kwargs: Any) -> KeypointsNet:
     return KeypointsNet(**kwargs)
