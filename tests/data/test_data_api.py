@@ -13,7 +13,10 @@ from cnnlab import data
 from cnnlab.core.errors import ConfigError, UnknownNameError
 from cnnlab.data.__main__ import main
 
-NAMES = ["cifar10", "cifar100", "digits", "fashion-mnist", "folder", "mnist", "npz"]
+NAMES = [
+    "cifar10", "cifar100", "digits", "faces", "facial-keypoints", "fashion-mnist", "folder",
+    "mnist", "npz", "scenes",
+]  # fmt: skip
 
 
 def test_list_datasets() -> None:
