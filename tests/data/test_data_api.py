@@ -55,9 +55,13 @@ def test_describe_has_the_table_columns(name: str) -> None:
         "source",
     }
     assert info["name"] == name and info["source"]
-    if name not in ("folder", "npz"):
+    if name in ("faces", "facial-keypoints"):  # 15 keypoints of 96x96 faces
+        assert info["num_classes"] == 15 and info["input_shape"] == (1, 96, 96)
+        assert info["task"] == "keypoints"
+    if name not in ("folder", "npz", "faces", "facial-keypoints"):
         assert info["num_classes"] in (10, 100)
         assert len(info["input_shape"]) == 3
+    if name not in ("folder", "npz", "facial-keypoints"):  # sizes known without loading
         assert info["train_size"] > info["test_size"] > 0
 
 

@@ -47,6 +47,7 @@ def _targets(scenes: Scenes) -> dict[str, torch.Tensor]:
         "max_items": 4, "seed": 0,
     },
     task="multilabel",
+    facts={"num_classes": 10, "input_shape": (1, 64, 64), "train_size": 20000, "test_size": 4000},
 )  # fmt: skip
 def load_scenes_dataset(name: str, resolver: Resolver, opts: dict[str, Any]) -> ImageDataset:
     """Scenes built (once, then cached as .npz) from a source dataset's items.
@@ -116,7 +117,7 @@ def _faces_dataset(
     origin="generated (cnnlab.data.faces.generate_faces)",
     options={"train_size": 8000, "test_size": 2000, "seed": 0},
     task="keypoints",
-    facts={"num_classes": 15, "input_shape": (1, 96, 96)},
+    facts={"num_classes": 15, "input_shape": (1, 96, 96), "train_size": 8000, "test_size": 2000},
 )
 def load_faces_dataset(name: str, resolver: Resolver, opts: dict[str, Any]) -> ImageDataset:
     """Generated faces: train and test drawn with different seeds (about 5 s per 10,000)."""
