@@ -14,51 +14,15 @@ from cnnlab import TrainConfig, Trainer, create_model
 from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.core.records import record_of
 from cnnlab.data.dataset import ImageDataset
-from cnnlab.data.scenes import compose_scenes
-from cnnlab.data.synthetic import padded_boxes
 from cnnlab.engine.predictor import probabilities
 from cnnlab.models.ensemble import Ensemble
 
-K = 3  # item classes: a bar, a square, a cross
-
-
-def _items(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, K, (n,), generator=g)
-    items = torch.zeros(n, 10, 10, dtype=torch.uint8)
-    items[labels == 0, 2:8, 4:6] = 255  # bar
-    items[labels == 1, 2:8, 2:8] = 200  # square
-    items[labels == 2, 4:6, 1:9] = 255  # cross
-    items[labels == 2, 1:9, 4:6] = 255
-    return items, labels
-
-
-def _scenes_dataset(n_train: int = 320, n_test: int = 96) -> ImageDataset:
-    parts = {}
-    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
-        items, labels = _items(200, seed)
-        scenes = compose_scenes(
-            items, labels, K, n, canvas=24, max_items=3, scale=(1.0, 1.2), seed=seed
-        )
-        boxes, classes = padded_boxes(scenes)
-        targets = {
-            "labels": scenes.labels,
-            "mask": scenes.masks,
-            "boxes": boxes,
-            "classes": classes,
-        }
-        parts[split] = (scenes.images, targets)
-    names = ["bar", "square", "cross"]
-    return ImageDataset(
-        "tiny-scenes", parts["train"][0], None, parts["test"][0], None, names,
-        targets_train=parts["train"][1], targets_test=parts["test"][1], task="multilabel",
-        mask_classes=["background", *names],
-    )  # fmt: skip
+K = 3  # item classes of the tiny_scenes fixture (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def scenes() -> ImageDataset:
-    return _scenes_dataset()
+def scenes(tiny_scenes: ImageDataset) -> ImageDataset:
+    return tiny_scenes
 
 
 def _config(tmp_path: Path, **changes: object) -> TrainConfig:

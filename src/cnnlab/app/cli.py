@@ -107,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnlab.engine.predictor import format_topk, predict_files
 
-    results = predict_files(args.model, args.images, top_k=args.top_k)
+    results = predict_files(args.model, args.images, top_k=args.top_k, output=args.output)
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
@@ -258,10 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="top-k classes for image files")
+    p = sub.add_parser("predict", help="top-k classes (labels, masks, keypoints) for image files")
     p.add_argument("model", help="saved model folder, e.g. runs/demo")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument(
+        "--output", "-o", help="folder for the pictures of masks and keypoints (segment, keypoints)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_predict)
 

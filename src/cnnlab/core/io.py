@@ -66,6 +66,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         f.write(text)
 
 
+def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(payload)
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,11 +14,12 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from cnnlab.core.errors import CheckpointError
+from cnnlab.core.io import atomic_write_bytes
 from cnnlab.core.records import record_of
 from cnnlab.data.loader import Normalize
 from cnnlab.engine import evaluator
 from cnnlab.engine.evaluator import EvalSettings
-from cnnlab.models.saved import config_of, load
+from cnnlab.models.saved import load
 from cnnlab.tasks import Task, as_targets, get_task
 from cnnlab.tasks.base import Targets
 
@@ -29,6 +31,8 @@ class Prediction:
     path: str
     top: list[tuple[str, float]] = field(default_factory=list)  # (class name, probability)
     error: str | None = None
+    lines: list[tuple[str, str]] = field(default_factory=list)  # other tasks: (what, value)
+    files: list[str] = field(default_factory=list)  # pictures written (masks, overlays)
 
 
 def task_of(model: nn.Module) -> Task:
@@ -90,39 +94,88 @@ def read_image(path: str | os.PathLike[str], input_shape: Sequence[int]) -> torc
 
 
 def predict_files(
-    model_dir: str | os.PathLike[str], paths: Sequence[str], top_k: int = 3
+    model_dir: str | os.PathLike[str],
+    paths: Sequence[str],
+    top_k: int = 3,
+    output: str | os.PathLike[str] | None = None,
 ) -> list[Prediction]:
-    """Top-k predictions for each file; unreadable files get an ``error`` and are skipped."""
+    """Predictions for each file; unreadable files get an ``error`` and are skipped.
+
+    A classifier gives its top-k classes. Other tasks give what their task shows
+    (multi-label: the labels over their thresholds; segmentation: the share of each
+    class; keypoints: coordinates) and, with ``output``, write pictures there: a mask
+    PNG and an overlay at the file's own size, or the image with its keypoints. Images
+    are resized to the model's input and the results mapped back to the file's size.
+    """
     model = load(model_dir)
-    config = config_of(model)
-    shape, classes = config.get("input_shape"), config.get("classes")
+    record = record_of(model)
+    shape = record.input_shape if record else None
+    classes = record.classes if record else None
     if not shape or not classes:
         raise CheckpointError(f"{model_dir}: config.json lacks input_shape or classes")
+    task = task_of(model)
     results = [Prediction(str(p)) for p in paths]
-    images, ok = [], []
+    images, sizes, ok = [], [], []
     for result in results:
         try:
             images.append(read_image(result.path, shape))
+            sizes.append(image_size(result.path))
             ok.append(result)
         except FileNotFoundError:
             result.error = "file not found"
         except (OSError, ValueError) as e:
             result.error = str(e)
-    if images:
-        probs = probabilities(model, torch.stack(images))
-        values, indices = probs.topk(min(top_k, len(classes)), dim=1)
-        for result, vs, ix in zip(ok, values.tolist(), indices.tolist(), strict=True):
-            result.top = [(classes[i], v) for v, i in zip(vs, ix, strict=True)]
+    if not images:
+        return results
+    batch = torch.stack(images)
+    scores = probabilities(model, batch)
+    for i, result in enumerate(ok):
+        if task.name == "classify":
+            values, indices = scores[i].topk(min(top_k, len(classes)))
+            result.top = [
+                (classes[k], v) for v, k in zip(values.tolist(), indices.tolist(), strict=True)
+            ]
+            continue
+        result.lines = task.summarise(scores[i], classes, sizes[i])
+        if output is not None:
+            result.files = _write_pictures(
+                task, batch[i], scores[i], classes, sizes[i], result.path, output
+            )
     return results
 
 
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(H, W) of an image file as stored."""
+    with Image.open(path) as raw:
+        return raw.height, raw.width
+
+
+def _write_pictures(
+    task: Task, image: torch.Tensor, scores: torch.Tensor, classes: list[str],
+    size: tuple[int, int], path: str, output: str | os.PathLike[str],
+) -> list[str]:  # fmt: skip
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, picture in task.pictures(image, scores, classes, size).items():
+        target = folder / f"{Path(path).stem}.{suffix}.png"
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="PNG")
+        atomic_write_bytes(target, buffer.getvalue())
+        written.append(str(target))
+    return written
+
+
 def format_topk(results: Sequence[Prediction]) -> str:
-    """The seed-001 style table: each file, then its top guesses with probabilities."""
+    """The seed-001 style table: each file, then its top guesses with probabilities
+    (or, for other tasks, what the task reports and the pictures written)."""
     lines = []
     for r in results:
         lines.append(r.path)
         if r.error:
             lines.append(f"  (skipped: {r.error})")
-        width = max((len(name) for name, _ in r.top), default=0)
+        width = max((len(name) for name, _ in [*r.top, *r.lines]), default=0)
         lines.extend(f"  {name:<{width}}  {p:.2f}" for name, p in r.top)
+        lines.extend(f"  {name:<{width}}  {value}" for name, value in r.lines)
+        lines.extend(f"  wrote {file}" for file in r.files)
     return "\n".join(lines)

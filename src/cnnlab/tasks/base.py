@@ -130,6 +130,19 @@ class Task:
         """(title, uint8 RGB picture (H, W, 3) as a NumPy array, caption) per section."""
         return []
 
+    def summarise(
+        self, scores: Tensor, classes: list[str], size: tuple[int, int]
+    ) -> list[tuple[str, str]]:
+        """What `cnnlab predict` prints for one input: (what, value) lines."""
+        return []
+
+    def pictures(
+        self, image: Tensor, scores: Tensor, classes: list[str], size: tuple[int, int]
+    ) -> dict[str, Any]:
+        """What `cnnlab predict --output DIR` writes for one input: name -> uint8 array,
+        at the input file's own ``size`` (H, W)."""
+        return {}
+
     def scores(self, outputs: Tensor) -> Tensor:
         """What a person reads: probabilities, pixel classes, coordinates."""
         return outputs

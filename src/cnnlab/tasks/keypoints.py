@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlab.core.errors import ConfigError
@@ -159,6 +160,34 @@ class Keypoints(Task):
     def scores(self, outputs: Tensor) -> Tensor:
         """Pixel (x, y) per keypoint: (N, P, 2)."""
         return to_pixels(outputs.reshape(len(outputs), -1, 2), self._size())
+
+    def _at(self, scores: Tensor, size: tuple[int, int]) -> Tensor:
+        """Pixel (x, y) predictions moved from the model's input size to ``size``."""
+        H, W = self._size()
+        scale = torch.tensor([size[1] / W, size[0] / H], dtype=scores.dtype)
+        return (scores + 0.5) * scale - 0.5
+
+    def summarise(
+        self, scores: Tensor, classes: list[str], size: tuple[int, int]
+    ) -> list[tuple[str, str]]:
+        """Each keypoint's (x, y) in the file's pixels."""
+        points = self._at(scores, size)
+        return [
+            (name, f"x {float(x):.1f}  y {float(y):.1f}")
+            for name, (x, y) in zip(classes, points.tolist(), strict=True)
+        ]
+
+    def pictures(
+        self, image: Tensor, scores: Tensor, classes: list[str], size: tuple[int, int]
+    ) -> dict[str, Any]:
+        """The image at the file's size with the predicted points drawn in red."""
+        from cnnlab.tasks.views import draw_points, grey_rgb
+
+        resized = F.interpolate(
+            image[None].float(), size=size, mode="bilinear", align_corners=False
+        )
+        picture = grey_rgb(resized[0].round().clamp(0, 255).to(torch.uint8))
+        return {"keypoints": draw_points(picture, self._at(scores, size).numpy(), (230, 40, 40))}
 
     def report_sections(
         self, inputs: Tensor, scores: Tensor, targets: Targets, classes: list[str]

@@ -123,6 +123,17 @@ class Multilabel(Task):
         self.thresholds = chosen
         return {"thresholds": [round(float(t), 6) for t in chosen]}
 
+    def summarise(
+        self, scores: Tensor, classes: list[str], size: tuple[int, int]
+    ) -> list[tuple[str, str]]:
+        """Every class with its probability; those over their threshold marked 'yes'."""
+        thresholds = torch.as_tensor(self.thresholds, dtype=scores.dtype).expand_as(scores)
+        order = scores.argsort(descending=True).tolist()
+        return [
+            (classes[k], f"{float(scores[k]):.2f}  {'yes' if scores[k] >= thresholds[k] else 'no'}")
+            for k in order
+        ]
+
     def report_sections(
         self, inputs: Tensor, scores: Tensor, targets: Targets, classes: list[str]
     ) -> list[tuple[str, Any, str]]:

@@ -136,6 +136,36 @@ class Segment(Task):
         """Per-pixel class probabilities (N, K, H, W); argmax over dim 1 is the mask."""
         return outputs.softmax(1)
 
+    def _mask_at(self, scores: Tensor, size: tuple[int, int]) -> Tensor:
+        """The predicted mask, mapped back to the file's (H, W) by nearest neighbour."""
+        mask = scores.argmax(0)[None, None].float()
+        return F.interpolate(mask, size=size, mode="nearest")[0, 0].long()
+
+    def summarise(
+        self, scores: Tensor, classes: list[str], size: tuple[int, int]
+    ) -> list[tuple[str, str]]:
+        """The share of the image each predicted class covers."""
+        counts = torch.bincount(self._mask_at(scores, size).flatten(), minlength=len(classes))
+        share = counts.double() / counts.sum()
+        return [
+            (classes[k], f"{float(share[k]):.1%} of pixels")
+            for k in share.argsort(descending=True).tolist()
+            if counts[k]
+        ]
+
+    def pictures(
+        self, image: Tensor, scores: Tensor, classes: list[str], size: tuple[int, int]
+    ) -> dict[str, Any]:
+        """The mask (class ids as grey levels) and an overlay, at the file's size."""
+        from cnnlab.tasks.views import overlay_mask
+
+        mask = self._mask_at(scores, size)
+        resized = F.interpolate(
+            image[None].float(), size=size, mode="bilinear", align_corners=False
+        )
+        picture = resized[0].round().clamp(0, 255).to(torch.uint8)
+        return {"mask": mask.to(torch.uint8).numpy(), "overlay": overlay_mask(picture, mask)}
+
     def report_sections(
         self, inputs: Tensor, scores: Tensor, targets: Targets, classes: list[str]
     ) -> list[tuple[str, Any, str]]:
