@@ -16,11 +16,7 @@ trainer = cnnlab.Trainer(model, config)
 trainer.fit(data)  # a checkpoint after every epoch in runs/quickstart/
 print("test:", trainer.evaluate(data.x_test, data.y_test))
 
-mean, std = data.channel_stats()
-folder = cnnlab.save(
-    model, "runs/quickstart", classes=data.classes, input_shape=data.input_shape,
-    mean=mean, std=std, extra={"tta": config.tta},
-)  # fmt: skip
+folder = cnnlab.save(model, "runs/quickstart")  # classes, normalisation, TTA: recorded by fit
 reloaded = cnnlab.load(folder)  # rebuilt from config.json; weights from safetensors
 top = probabilities(reloaded, data.x_test[:3]).topk(3)
 for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):

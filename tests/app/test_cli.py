@@ -283,3 +283,24 @@ def test_models_lists_one_task(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--task", "segment"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
     assert names == ["deeplab", "fcn32s", "fcn8s", "pspnet", "segnet", "unet"]
+
+
+def test_train_evaluate_and_report_a_keypoints_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "cache"))
+    args = [
+        "train", "--dataset", "faces", "--dataset-args", "{train_size: 64, test_size: 16}",
+        "--model", "keypoints_heatmap", "--epochs", "1", "--batch-size", "16",
+        "--runs-dir", str(tmp_path), "--name", "kp", "--no-progress", "--threads", "1",
+        "--label-smoothing", "0",
+    ]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "kp" / "metrics.json").read_text())
+    assert metrics["task"] == "keypoints"  # the dataset's own task
+    assert f"test rmse px {metrics['test_rmse_px']:.4f} on 16 images" in out
+    assert main(["evaluate", str(tmp_path / "kp")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rmse_px"] == pytest.approx(metrics["test_rmse_px"], rel=1e-4)
+    assert "Predicted keypoints" in (tmp_path / "kp" / "report.html").read_text()

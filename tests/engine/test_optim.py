@@ -91,3 +91,15 @@ def test_unknown_names_and_bad_values() -> None:
         TrainConfig(lr="fast")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown config keys \\['epoch'\\]"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
+def test_onecycle_runs_of_a_few_steps_do_not_divide_by_zero(steps: int) -> None:
+    model = torch.nn.Linear(2, 1)
+    config = TrainConfig(schedule="onecycle", lr=0.1, epochs=1)
+    optimizer = build_optimizer(model.parameters(), config)
+    schedule = Schedule(optimizer, config, steps)
+    for _ in range(steps):
+        optimizer.step()
+        schedule.after_batch()
+    assert 0 <= optimizer.param_groups[0]["lr"] <= 0.1

@@ -67,8 +67,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    from cnnlab.tasks import get_task
+
+    metric = get_task(metrics.get("task", "classify")).metric
+    value = metrics[f"test_{metric}"]
+    shown = f"{value:.2%}" if metric == "accuracy" else f"{value:.4f}"
     print(
-        f"test accuracy {metrics['test_accuracy']:.2%} on {metrics['test_images']} images | "
+        f"test {metric.replace('_', ' ')} {shown} on {metrics['test_images']} images | "
         f"training time {metrics['train_seconds']:.0f} s over {metrics['epochs']} epochs | "
         f"run: {metrics['run_dir']}"
     )

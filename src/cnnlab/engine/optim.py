@@ -47,8 +47,11 @@ class Schedule:
         self.scheduler: lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
         name = config.schedule
         if name == "onecycle":
+            # torch divides by zero when the warm-up phase ends on step 0 (runs of a few
+            # steps): the warm-up then takes at least 1.5 steps, and a run at least 2.
+            steps = max(total, 2)
             self.scheduler = lr_scheduler.OneCycleLR(
-                optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25
+                optimizer, max_lr=config.lr, total_steps=steps, pct_start=max(0.25, 1.5 / steps)
             )
             return
         if name == "plateau":
