@@ -44,6 +44,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# stardist's wheel carries a real labelled nuclei image (dataset `nuclei`); only its
+	# data files are read, so none of its dependencies are needed.
+	$(PY) -m pip install -q --no-deps stardist==0.9.2
 	touch $(STAMP)
 
 # Keras 3 on TensorFlow-CPU for benchmarks/peers.py, kept apart from cnnlab's venv (~40 s).

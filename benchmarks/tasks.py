@@ -7,6 +7,7 @@ metrics.json is read; then the recipe's baseline is fitted and scored on the sam
   class, 32x32 average-pooled images), scored by cnnlab's macro-AP.
 - scenes-segment: threshold the pixels (foreground = brighter than 32) and give every
   foreground pixel the most frequent item class of the training masks: mIoU.
+- nuclei-segment: Otsu's threshold of the test quadrant: foreground IoU.
 - faces-keypoints: the mean shape (the training set's mean position of each keypoint)
   for every test face: RMSE in pixels.
 
@@ -30,7 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-HEADLINE = {"scenes-multilabel": "macro_ap", "scenes-segment": "miou", "faces-keypoints": "rmse_px"}
+HEADLINE = {
+    "scenes-multilabel": "macro_ap",
+    "scenes-segment": "miou",
+    "nuclei-segment": "fg_iou",
+    "faces-keypoints": "rmse_px",
+}
 
 
 def run_seed(
@@ -82,6 +88,15 @@ def baseline(recipe: str) -> float:
         metrics = MultilabelMetrics(ytr.shape[1])
         metrics.update(torch.from_numpy(scores), ds.targets_test["labels"])
         return float(metrics.compute()["macro_ap"])
+    if recipe == "nuclei-segment":
+        from cnnlab.data.nuclei import otsu_threshold
+        from cnnlab.tasks.metrics import SegmentationMetrics
+
+        pixels = ds.x_test[:, 0].numpy()
+        pred = torch.from_numpy((pixels > otsu_threshold(pixels)).astype("int64"))
+        seg = SegmentationMetrics(2, None)
+        seg.update(pred, ds.targets_test["mask"].long())
+        return float(seg.compute()["fg_iou"])
     if recipe == "scenes-segment":
         from cnnlab.tasks.metrics import SegmentationMetrics
 

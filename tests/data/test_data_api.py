@@ -15,7 +15,7 @@ from cnnlab.data.__main__ import main
 
 NAMES = [
     "cifar10", "cifar100", "digits", "faces", "facial-keypoints", "fashion-mnist", "folder",
-    "mnist", "npz", "scenes",
+    "mnist", "npz", "nuclei", "scenes",
 ]  # fmt: skip
 
 
@@ -58,7 +58,9 @@ def test_describe_has_the_table_columns(name: str) -> None:
     if name in ("faces", "facial-keypoints"):  # 15 keypoints of 96x96 faces
         assert info["num_classes"] == 15 and info["input_shape"] == (1, 96, 96)
         assert info["task"] == "keypoints"
-    if name not in ("folder", "npz", "faces", "facial-keypoints"):
+    if name == "nuclei":
+        assert info["num_classes"] == 2 and info["task"] == "segment"
+    if name not in ("folder", "npz", "faces", "facial-keypoints", "nuclei"):
         assert info["num_classes"] in (10, 100)
         assert len(info["input_shape"]) == 3
     if name not in ("folder", "npz", "facial-keypoints"):  # sizes known without loading

@@ -286,4 +286,5 @@ def _source(name: str) -> DatasetSource:
     return SOURCES[name]
 
 
+from cnnlab.data import nuclei as nuclei  # noqa: E402  (registers the dataset)
 from cnnlab.data import synthetic as synthetic  # noqa: E402  (registers generated datasets)

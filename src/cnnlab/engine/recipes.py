@@ -86,6 +86,25 @@ RECIPES: dict[str, Recipe] = {
             },
         ),
         Recipe(
+            "nuclei-segment",
+            "target: stardist's nuclei image, foreground IoU >= 0.75 on the held-out quadrant "
+            "and above an Otsu threshold (benchmarks/tasks.py; not yet measured)",
+            {
+                "dataset": "nuclei",
+                "task": "segment",
+                "task_args": {"dice": 0.5},
+                "model": "unet",
+                "epochs": 30,
+                "batch_size": 32,
+                "optimizer": "adam",
+                "lr": 2e-3,
+                "weight_decay": 0.0,
+                "augment": "flip,vflip",
+                "label_smoothing": 0.0,
+                "tta": True,
+            },
+        ),
+        Recipe(
             "faces-keypoints",
             "target: procedural faces RMSE <= 2.0 px at 96x96 on 2 CPU cores "
             "(benchmarks/tasks.py; not yet measured)",
