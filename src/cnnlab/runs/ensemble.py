@@ -183,7 +183,8 @@ def run_ensemble(
         ],
     }
     for c, (m, *_) in zip(members, results, strict=True):
-        print(f"[{c.name}] test {task.metric} {m[headline]:.2%} (seed {c.seed})")
+        shown = f"{m[headline]:.2%}" if task.metric == "accuracy" else f"{m[headline]:.4f}"
+        print(f"[{c.name}] test {task.metric.replace('_', ' ')} {shown} (seed {c.seed})")
     # 3. The run folder.
     finish_run_dir(config, ensemble, data, metrics, stats)
     return metrics
