@@ -120,10 +120,11 @@ def main() -> None:
     parser.add_argument("recipe", choices=sorted(HEADLINE))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=1, help="seeds run at once (1 thread each)")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("extra", nargs="*", help="more `cnnlab train` flags, after --")
     args = parser.parse_args()
-    threads = 1 if args.parallel > 1 else None
+    threads = args.threads or (1 if args.parallel > 1 else None)
     with tempfile.TemporaryDirectory() as runs_dir, ThreadPoolExecutor(args.parallel) as pool:
         rows = list(
             pool.map(lambda s: run_seed(args.recipe, s, runs_dir, threads, args.extra), args.seeds)
