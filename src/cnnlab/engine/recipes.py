@@ -91,8 +91,9 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "nuclei-segment",
-            "target: stardist's nuclei image, foreground IoU >= 0.75 on the held-out quadrant "
-            "and above an Otsu threshold (benchmarks/tasks.py; not yet measured)",
+            "stardist's nuclei image: foreground IoU 0.891 median of 3 seeds (0.888-0.894) on "
+            "the held-out quadrant, Otsu's threshold 0.806; 91-529 s of training on 2 cores "
+            "of an AMD EPYC (Zen 4) shared with other runs (target >= 0.75: met)",
             {
                 "dataset": "nuclei",
                 "task": "segment",
@@ -110,8 +111,9 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "faces-keypoints",
-            "target: procedural faces RMSE <= 2.0 px at 96x96 on 2 CPU cores "
-            "(benchmarks/tasks.py; not yet measured)",
+            "procedural 96x96 faces: RMSE 0.482 px median of 3 seeds (0.476-0.487), the mean "
+            "shape 3.80 px; 337 s median of training at 1 thread of an AMD EPYC (Zen 4) "
+            "(target <= 2.0 px: met)",
             {
                 "dataset": "faces",
                 "task": "keypoints",
