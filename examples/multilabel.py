@@ -29,10 +29,6 @@ print(
 folder = cnnlab.save(model, "runs/multilabel")
 scores = probabilities(cnnlab.load(folder), data.x_test[:3])  # per-class probabilities
 for row, truth in zip(scores.tolist(), data.targets_test["labels"][:3].tolist(), strict=True):
-    shown = [f"{data.classes[k]} {p:.2f}" for k, p in enumerate(row) if p > 0.3]
-    print(
-        "predicted:",
-        ", ".join(shown),
-        "| true:",
-        [data.classes[k] for k, t in enumerate(truth) if t],
-    )
+    top = sorted(range(len(row)), key=lambda k: -row[k])[:3]
+    shown = ", ".join(f"{data.classes[k]} {row[k]:.2f}" for k in top)
+    print("top 3:", shown, "| true:", [data.classes[k] for k, t in enumerate(truth) if t])
