@@ -373,7 +373,7 @@ class Trainer:
             record.copy(
                 task=self.task.name, input_shape=list(data.input_shape),
                 classes=self.task.class_names(data), mean=mean, std=std, tta=self.config.tta,
-                dataset=self.config.dataset if data.name == self.config.dataset else data.name,
+                dataset=data.name,
                 dataset_args=self.config.dataset_args if data.name == self.config.dataset else {},
                 task_args={**self.task.record_args(data), **self.config.task_args},
             ),

@@ -45,11 +45,7 @@ class Classifier(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ShapeMismatchError naming both shapes when ``x`` cannot fit."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ShapeMismatchError(
-                f"{type(self).__name__} expects input (B, {self.in_channels}, H, W), "
-                f"received {tuple(x.shape)}"
-            )
+        check_channels(self, x, self.in_channels)
         check_min_size(self, x, self.min_size)
 
 
@@ -57,6 +53,15 @@ def check_num_classes(num_classes: int) -> None:
     """Raise ConfigError unless ``num_classes`` is a positive int."""
     if num_classes < 1:
         raise ConfigError(f"Expected num_classes >= 1, received num_classes={num_classes}")
+
+
+def check_channels(model: nn.Module, x: torch.Tensor, in_channels: int) -> None:
+    """Raise ShapeMismatchError unless ``x`` is an image batch (B, in_channels, H, W)."""
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ShapeMismatchError(
+            f"{type(model).__name__} expects input (B, {in_channels}, H, W), "
+            f"received {tuple(x.shape)}"
+        )
 
 
 def check_min_size(model: nn.Module, x: torch.Tensor, min_size: int) -> None:

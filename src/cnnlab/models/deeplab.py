@@ -125,11 +125,6 @@ class DeepLabV3(Segmenter):
     def _make_head(self, num_classes: int) -> nn.Module:
         return nn.Conv2d(self.aspp_channels, num_classes, 1)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The backbone's last maps, as a one-level pyramid."""
-        self.check_input(x)
-        return self.features(x)
-
     def forward_head(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         x = self.aspp(features[-1])  # (B, aspp_channels, H / s, W / s)
         x = self.head(x)  # (B, num_classes, H / s, W / s)

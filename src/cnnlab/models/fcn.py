@@ -133,11 +133,6 @@ class FCN(Segmenter):
     def _make_head(self, num_classes: int) -> nn.Module:
         return FCNHead(self.features.channels, self.features.strides, num_classes, self.upsample)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The scored levels of the backbone, finest first."""
-        self.check_input(x)
-        return self.features(x)
-
     def forward_head(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """Scores fused coarse to fine; ``size`` is implied by the finest level's stride."""
         return self.head(features)  # (B, num_classes, H, W)

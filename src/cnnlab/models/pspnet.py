@@ -107,11 +107,6 @@ class PSPNet(Segmenter):
     def _make_head(self, num_classes: int) -> nn.Module:
         return nn.Conv2d(self.channels, num_classes, 1)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The backbone's last maps, as a one-level pyramid."""
-        self.check_input(x)
-        return self.features(x)
-
     def forward_head(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         x = self.ppm(features[-1])  # (B, 2C, H / s, W / s)
         x = self.bottleneck(x)  # (B, channels, H / s, W / s)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnlab.core.errors import ShapeMismatchError
-from cnnlab.models.base import check_num_classes
+from cnnlab.models.base import check_channels, check_num_classes
 
 
 class Segmenter(nn.Module):
@@ -19,7 +19,8 @@ class Segmenter(nn.Module):
 
     Subclasses build ``self.features`` and ``self.head`` (the layers that depend on
     ``num_classes``, rebuilt by :meth:`reset_classifier` via :meth:`_make_head`),
-    and implement :meth:`forward_features` and :meth:`forward_head`.
+    and implement :meth:`forward_head` (and :meth:`forward_features` when ``features``
+    does not itself return the pyramid).
     """
 
     in_channels: int
@@ -29,8 +30,11 @@ class Segmenter(nn.Module):
     head: nn.Module
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Image batch (B, C, H, W) -> feature maps, finest first."""
-        raise NotImplementedError
+        """Image batch (B, C, H, W) -> feature maps, finest first (``features`` returns the
+        pyramid; U-Net and SegNet walk their own levels)."""
+        self.check_input(x)
+        features: list[torch.Tensor] = self.features(x)
+        return features
 
     def forward_head(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """Feature pyramid -> logits (B, num_classes, *size)."""
@@ -51,11 +55,7 @@ class Segmenter(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ShapeMismatchError naming the shape unless ``x`` fits the network."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ShapeMismatchError(
-                f"{type(self).__name__} expects input (B, {self.in_channels}, H, W), "
-                f"received {tuple(x.shape)}"
-            )
+        check_channels(self, x, self.in_channels)
         check_divisible(self, x, self.stride)
 
 

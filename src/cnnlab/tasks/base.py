@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
-import torch
 from torch import Tensor, nn
 
 from cnnlab.core.errors import ConfigError, ShapeMismatchError, UnknownNameError
@@ -178,7 +177,3 @@ def count(targets: Targets) -> int:
 def as_targets(targets: Tensor | Targets, key: str = "label") -> Targets:
     """A dict of targets from a dict or a bare label tensor."""
     return dict(targets) if isinstance(targets, dict) else {key: targets}
-
-
-def zeros_like_batch(n: int) -> Tensor:
-    return torch.zeros(n, dtype=torch.int64)

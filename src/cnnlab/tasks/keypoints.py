@@ -195,13 +195,14 @@ class Keypoints(Task):
         from cnnlab.tasks.views import captioned_grid, draw_points, grey_rgb
 
         n = min(12, len(inputs))
+        visible = _visible(targets)
         pictures, captions = [], []
         for i in range(n):
-            truth = targets["keypoints"][i][_visible(targets)[i]].numpy()
-            picture = draw_points(grey_rgb(inputs[i]), truth, (60, 200, 60))
+            truth = targets["keypoints"][i][visible[i]]
+            picture = draw_points(grey_rgb(inputs[i]), truth.numpy(), (60, 200, 60))
             pictures.append(draw_points(picture, scores[i].numpy(), (230, 40, 40)))
-            error = (scores[i] - torch.nan_to_num(targets["keypoints"][i])).norm(dim=-1)
-            captions.append(f"#{i}: mean error {float(error[_visible(targets)[i]].mean()):.1f} px")
+            error = (scores[i][visible[i]] - truth).norm(dim=-1)
+            captions.append(f"#{i}: mean error {float(error.mean()):.1f} px")
         grid = captioned_grid(pictures, captions)
         caption = f"the first {n} test images: true points green, predicted red"
         return [("Predicted keypoints", grid, caption)]
