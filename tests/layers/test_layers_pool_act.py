@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,18 @@ def test_global_pool_matches_adaptive() -> None:
     torch.testing.assert_close(GlobalPool2d("avg", keepdim=True)(x), F.adaptive_avg_pool2d(x, 1))
     with pytest.raises(ShapeMismatchError, match=r"received shape \(2, 3\)"):
         GlobalPool2d()(torch.zeros(2, 3))
+
+
+def test_global_pool_avgmax_modes_match_numpy() -> None:
+    x = torch.randn(2, 3, 5, 4)
+    a = x.numpy()
+    avg, most = a.mean(axis=(2, 3)), a.max(axis=(2, 3))
+    torch.testing.assert_close(GlobalPool2d("avgmax")(x), torch.from_numpy((avg + most) / 2))
+    both = GlobalPool2d("catavgmax", keepdim=True)(x)
+    assert both.shape == (2, 6, 1, 1) and GlobalPool2d("catavgmax").multiplier == 2
+    torch.testing.assert_close(both.flatten(1), torch.from_numpy(np.concatenate([avg, most], 1)))
+    with pytest.raises(ConfigError, match="received mode='sum'"):
+        GlobalPool2d("sum")
 
 
 def test_maxout_is_max_over_pieces() -> None:

@@ -119,3 +119,22 @@ def test_create_model_records_how_to_rebuild() -> None:
         {"widths": [8, 16], "blocks": [1, 2]},
         "classify",
     )
+
+
+def test_resnet_mini_global_pool_modes() -> None:
+    x = torch.randn(2, 1, 28, 28)
+    plain = create_model("resnet_mini", widths=(8, 16), blocks=(1, 1))
+    # The default keeps the module (and so the state-dict keys) of earlier saved models.
+    assert isinstance(plain.head[0], nn.AdaptiveAvgPool2d)
+    for mode, width in (("max", 16), ("avgmax", 16), ("catavgmax", 32)):
+        model = create_model("resnet_mini", widths=(8, 16), blocks=(1, 1), global_pool=mode)
+        assert model.head[-1].in_features == width
+        assert model(x).shape == (2, 10)
+        assert set(model.state_dict()) == set(plain.state_dict())
+    maps = plain.forward_features(x)
+    torch.testing.assert_close(
+        create_model("resnet_mini", widths=(8, 16), blocks=(1, 1), global_pool="max").head[0](maps),
+        maps.amax(dim=(2, 3)),
+    )
+    with pytest.raises(ConfigError, match="received mode='sum'"):
+        create_model("resnet_mini", global_pool="sum")

@@ -15,6 +15,8 @@ AdaptiveMaxPool2d = nn.AdaptiveMaxPool2d
 AdaptiveAvgPool2d = nn.AdaptiveAvgPool2d
 
 _MODES = ("max", "avg")
+# timm's names: "avgmax" is the mean of the two, "catavgmax" their concatenation (2C).
+GLOBAL_POOL_MODES = ("avg", "max", "avgmax", "catavgmax")
 
 
 def _check_mode(mode: str) -> None:
@@ -23,18 +25,27 @@ def _check_mode(mode: str) -> None:
 
 
 class GlobalPool2d(nn.Module):
-    """Max or average over all of H and W: (B, C, H, W) -> (B, C), or (B, C, 1, 1) if keepdim.
+    """Pool all of H and W: (B, C, H, W) -> (B, C), or (B, C, 1, 1) if keepdim.
+
+    Max pooling answers "is this feature anywhere?", which suits multi-label heads
+    whose objects cover a small part of the image; average pooling dilutes them.
 
     Args:
-        mode: 'max' or 'avg'.
+        mode: 'avg', 'max', 'avgmax' (their mean) or 'catavgmax' (both, 2C channels).
         keepdim: keep the two spatial dims as size 1.
     """
 
     def __init__(self, mode: str = "avg", keepdim: bool = False) -> None:
         super().__init__()
-        _check_mode(mode)
+        if mode not in GLOBAL_POOL_MODES:
+            raise ConfigError(f"Expected mode in {GLOBAL_POOL_MODES}, received mode={mode!r}")
         self.mode = mode
         self.keepdim = keepdim
+
+    @property
+    def multiplier(self) -> int:
+        """Output channels per input channel: 2 for 'catavgmax', else 1."""
+        return 2 if self.mode == "catavgmax" else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
@@ -43,7 +54,13 @@ class GlobalPool2d(nn.Module):
             )
         if self.mode == "max":
             return x.amax(dim=(2, 3), keepdim=self.keepdim)
-        return x.mean(dim=(2, 3), keepdim=self.keepdim)
+        if self.mode == "avg":
+            return x.mean(dim=(2, 3), keepdim=self.keepdim)
+        avg = x.mean(dim=(2, 3), keepdim=self.keepdim)
+        most = x.amax(dim=(2, 3), keepdim=self.keepdim)
+        if self.mode == "avgmax":
+            return 0.5 * (avg + most)
+        return torch.cat([avg, most], dim=1)  # (B, 2C)
 
 
 class ChannelPool(nn.Module):

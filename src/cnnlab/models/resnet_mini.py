@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnlab.core.errors import ConfigError
 from cnnlab.layers.dropout import Dropout
+from cnnlab.layers.pool import GlobalPool2d
 from cnnlab.models.base import Classifier, check_num_classes
 from cnnlab.models.registry import register_model
 
@@ -58,6 +59,8 @@ class ResNetMini(Classifier):
         blocks: basic blocks per stage.
         stem_pool: max-pool 2x2 after the stem conv.
         dropout: dropout before the linear head.
+        global_pool: 'avg' (the paper's), 'max', 'avgmax' or 'catavgmax'; max pooling
+            helps multi-label scenes, where each item covers a small part of the image.
     """
 
     def __init__(
@@ -68,9 +71,12 @@ class ResNetMini(Classifier):
         blocks: Sequence[int] = (1, 1, 1),
         stem_pool: bool = True,
         dropout: float = 0.0,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
+        GlobalPool2d(global_pool)  # checks the mode before anything is built
+        self.global_pool = global_pool
         if len(widths) != len(blocks) or not widths:
             raise ConfigError(
                 f"Expected one block count per stage, received widths={list(widths)} "
@@ -98,11 +104,13 @@ class ResNetMini(Classifier):
         self.head = self._make_head(num_classes)
 
     def _make_head(self, num_classes: int) -> nn.Module:
+        pool = GlobalPool2d(self.global_pool)
         return nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
+            # 'avg' keeps the module that saved models have always had.
+            nn.AdaptiveAvgPool2d(1) if pool.mode == "avg" else pool,
             nn.Flatten(),
             Dropout(self.dropout),
-            nn.Linear(self.num_features, num_classes),
+            nn.Linear(self.num_features * pool.multiplier, num_classes),
         )
 
 
