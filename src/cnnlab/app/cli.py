@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from cnnlab.core.errors import CnnlabError, ConfigError, ShapeMismatchError, UnknownNameError
+from cnnlab.engine.budget import format_duration, parse_duration
 from cnnlab.engine.config import TrainConfig, read_yaml
 
 USAGE_ERRORS = (UnknownNameError, ConfigError, ShapeMismatchError)  # exit code 2, like argparse
@@ -52,10 +53,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         values.update(recipe_values(args.recipe))
     if args.config:
         values.update(read_yaml(args.config))
+    explicit_epochs = "epochs" in overrides or (args.config and "epochs" in read_yaml(args.config))
     config = TrainConfig.from_dict({**values, **overrides})
-    print(
-        f"training {config.model} on {config.dataset} for {config.epochs} epochs -> {config.run_dir}"
-    )
+    length = f"{config.epochs} epochs"
+    budget = parse_duration(config.time_budget)
+    if budget is not None:
+        if explicit_epochs:
+            raise ConfigError(
+                f"received epochs={config.epochs} and time_budget={config.time_budget!r}: a "
+                "budget chooses how many steps to train on this machine, so it cannot also "
+                "train a fixed number of epochs; drop --epochs, or add --time-budget none "
+                "to train a fixed number of epochs"
+            )
+        length = f"a {format_duration(budget)} time budget"
+    print(f"training {config.model} on {config.dataset} for {length} -> {config.run_dir}")
     try:
         metrics = run_training(config, resume=args.resume)
     except KeyboardInterrupt:

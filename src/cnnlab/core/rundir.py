@@ -41,6 +41,11 @@ class RunDir:
         return self.root / "cpu_settings.json"
 
     @property
+    def budget(self) -> Path:
+        """A time-budgeted run's plan: the measured rates and the steps chosen."""
+        return self.root / "budget.json"
+
+    @property
     def model_config(self) -> Path:
         """The saved model's ModelRecord (cnnlab.core.records)."""
         return self.root / "config.json"

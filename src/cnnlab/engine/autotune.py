@@ -304,9 +304,12 @@ def tune(
     run_steps: int,
     task: Task | None = None,
     targets: Targets | None = None,
+    run_seconds: float | None = None,
 ) -> Choice:
     """Time the candidates on random data of the real batch shape; returns the choice.
 
+    ``run_seconds`` (a time budget) replaces ``run_steps`` as the run's length: the steps
+    it buys at the baseline's first step time.
     The global RNG is left as it was, so a tuned run trains exactly like a cached one.
     """
     with torch.random.fork_rng(devices=[]):
@@ -321,7 +324,10 @@ def tune(
         runners = _checked_runners(model, options, x, targets, task, skipped)
         started = time.perf_counter()
         runners[0].step()
-        budget = min(TIMING_SECONDS, RUN_SHARE * (time.perf_counter() - started) * run_steps)
+        first = time.perf_counter() - started
+        if run_seconds is not None:
+            run_steps = max(1, int(run_seconds / first))
+        budget = min(TIMING_SECONDS, RUN_SHARE * first * run_steps)
         times = time_candidates(runners, budget=budget)
         chosen = pick(baseline, times)
         compile_seconds = None
@@ -497,6 +503,7 @@ def resolve(
     saved: dict[str, Any] | None = None,
     task: Task | None = None,
     targets: Targets | None = None,
+    run_seconds: float | None = None,
 ) -> Choice:
     """The settings a run uses: explicit config values win, ``None`` fields are resolved.
 
@@ -527,7 +534,7 @@ def resolve(
         return Choice(untuned_default(fixed), f"not tuned: {no_tuning}")
     choice = tune(
         model, input_shape, batch_size=config.batch_size, num_classes=num_classes,
-        fixed=fixed, run_steps=run_steps, task=task, targets=targets,
+        fixed=fixed, run_steps=run_steps, task=task, targets=targets, run_seconds=run_seconds,
     )  # fmt: skip
     _store(cache_path(), key, described, choice)
     return choice

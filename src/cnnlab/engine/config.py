@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from cnnlab.core.errors import ConfigError
+from cnnlab.engine.budget import parse_duration
 from cnnlab.tasks.tta import tta_mode
 
 
@@ -36,6 +37,10 @@ class TrainConfig:
     val_split: float = 0.0  # fraction of train held out for validation; 0 = none
     # How long. One epoch = one pass over the training images.
     epochs: int = 8  # 8 passes of the default model take ~3.5 min on 2 cores
+    # Or a wall-clock budget for training, validation and the test evaluation: "5m",
+    # "90s", "1h", 300 (seconds). The steps that fit are measured and chosen on this
+    # machine before training (cnnlab.engine.budget); `epochs` is then not used.
+    time_budget: float | str | None = None
     batch_size: int = 128  # 128 is the fastest size per image on 2 cores for small nets
     # Optimizer. SGD+Nesterov with one-cycle trains small CNNs fastest (Smith 2018).
     optimizer: str = "sgd"  # sgd | rmsprop | adam | adamw
@@ -109,6 +114,7 @@ class TrainConfig:
                 expected = "true or false" if strict else "true, false or null (auto)"
                 raise ConfigError(f"Expected {name} to be {expected}, received {name}={value!r}")
         tta_mode(self.tta)
+        parse_duration(self.time_budget)
         if self.ema is not None and (
             not isinstance(self.ema, int | float)
             or isinstance(self.ema, bool)

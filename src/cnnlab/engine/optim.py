@@ -40,8 +40,15 @@ class Schedule:
     and resuming mid-run only needs the scheduler's own state.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-        total = max(1, config.epochs * steps_per_epoch)
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        config: TrainConfig,
+        steps_per_epoch: int,
+        total_steps: int | None = None,
+    ):
+        """``total_steps`` (a time budget's plan) replaces ``config.epochs * steps_per_epoch``."""
+        total = max(1, total_steps or config.epochs * steps_per_epoch)
         warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
         self.per_batch = config.schedule != "plateau"
         self.scheduler: lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from cnnlab.core.rundir import RunDir
 from cnnlab.data.augment import build_augment
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import BatchLoader, Normalize
-from cnnlab.engine import autotune, evaluator
+from cnnlab.engine import autotune, budget, evaluator
 from cnnlab.engine.callbacks import Callback, EarlyStopping
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.engine.config import TrainConfig
@@ -91,6 +92,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
         self.batch = 0  # batch index within the current epoch
+        self.global_step = 0  # optimizer steps taken
+        self.steps_per_epoch = 0  # fit() sets it
         self.stop_training = False
         self.monitored_loss = float("inf")
         self.normalize = Normalize([0.0], [1.0])
@@ -99,6 +102,8 @@ class Trainer:
         self.cpu = autotune.Choice(autotune.CpuSettings.of(config), "config")
         self._forward: Callable[[torch.Tensor], torch.Tensor] = model
         self.ema: WeightEMA | None = None  # the weight average, when config.ema is set
+        self.plan: budget.BudgetPlan | None = None  # a time budget's steps (config.time_budget)
+        self.watch: budget.BudgetWatch | None = None
         self._task = task if task is not None else config.task
         self.task: Task = self._resolve_task(None)
 
@@ -142,16 +147,14 @@ class Trainer:
         self._record(data, mean, std)
         state = self._load_state() if resume else None
         self._resolve_cpu_settings(data, len(x_train), state)
-        # 3. Loaders, optimizer and schedule.
-        train_loader = BatchLoader(
-            x_train, y_train, cfg.batch_size, self.normalize, shuffle=True,
-            augment=build_augment(cfg.augment), generator=self.generator, drop_last=True,
-            limit_batches=1 if cfg.fast_dev_run else cfg.limit_batches,
-            channels_last=self.cpu.settings.channels_last, flip_index=data.flip_index,
-        )  # fmt: skip
-        epochs = 1 if cfg.fast_dev_run else cfg.epochs
+        # 3. Loaders, the time budget's plan (if any), optimizer and schedule.
+        train_loader = self._loader(x_train, y_train, data, self.generator)
+        self.steps_per_epoch = len(train_loader)
+        self.plan = self._plan_budget(data, x_train, y_train, x_val, len(train_loader), state)
+        epochs = 1 if cfg.fast_dev_run else (self.plan.epochs if self.plan else cfg.epochs)
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
-        self.schedule = Schedule(self.optimizer, cfg, len(train_loader))
+        total_steps = self.plan.total_steps if self.plan else None
+        self.schedule = Schedule(self.optimizer, cfg, len(train_loader), total_steps)
         if cfg.whiten:  # before any EMA copy or restore: a resumed run loads the same values
             x = self.normalize(x_train[:MAX_WHITEN_IMAGES].to(torch.float32).div_(255))
             self.log(f"whitened and froze {whiten_first_conv(self.model, x)}")
@@ -168,6 +171,10 @@ class Trainer:
         if state is not None:
             self._restore(state)
         self._emit("before_fit")
+        if self.plan is not None:  # earlier epochs of a resumed run count against the budget
+            spent = sum(row["seconds"] for row in self.history)
+            spent += self.epoch * self.plan.val_images * self.plan.eval_seconds_per_image
+            self.watch = budget.BudgetWatch(self.plan, self.log, already=spent)
         # 5. The loop: train an epoch, validate, record, checkpoint.
         while self.epoch < epochs and not self.stop_training:
             self._emit("before_epoch")
@@ -178,6 +185,10 @@ class Trainer:
             self._emit("after_epoch")
             if self.save:
                 self._checkpoint()
+        if self.watch is not None:
+            self.watch.finish(self.global_step)
+            if self.save:
+                write_json(self.files.budget, self.watch.plan.to_dict())
         if self.ema is not None:  # from here on the model is the average
             self.ema.copy_to(self.model)
         if x_val is not None and y_val is not None:
@@ -189,7 +200,7 @@ class Trainer:
         self, loader: BatchLoader, x_val: torch.Tensor | None, y_val: Targets | None
     ) -> dict[str, float]:
         """Train one epoch, validate, step the per-epoch schedule; returns the history row."""
-        started = time.perf_counter()
+        started, steps_before = time.perf_counter(), self.global_step
         loader.epoch = self.epoch
         train_loss, train_metrics, seen = self._train_epoch(loader)
         seconds = time.perf_counter() - started
@@ -205,6 +216,8 @@ class Trainer:
             row |= {f"val_{k}": v for k, v in val.items() if k != "n" and _scalar(v)}
         self.monitored_loss = row.get("val_loss", train_loss)
         self.schedule.after_epoch(self.monitored_loss)
+        if self.watch is not None:
+            self.watch.after_epoch(self.global_step, seconds, self.global_step - steps_before)
         return row
 
     def _train_epoch(self, loader: BatchLoader) -> tuple[float, dict[str, float], int]:
@@ -219,8 +232,12 @@ class Trainer:
         )  # fmt: skip
         with bar:
             for self.batch, (x, targets) in enumerate(loader):
+                if self.watch is not None and self.watch.should_stop(self.global_step):
+                    self.stop_training = self.watch.stopped_early
+                    break
                 self._emit("before_batch")
                 losses, outputs = self.step(x, targets)
+                self.global_step += 1
                 self.schedule.after_batch()
                 loss_sum += losses["loss"] * len(x)
                 metrics.update(outputs, targets)
@@ -317,6 +334,7 @@ class Trainer:
         self.cpu = autotune.resolve(
             cfg, self.model, data.input_shape, data.num_classes,
             run_steps=run_steps, no_tuning=why_not, saved=saved, task=self.task,
+            run_seconds=budget.parse_duration(cfg.time_budget),
             targets={k: v[: cfg.batch_size] for k, v in data.targets_train.items()},
         )  # fmt: skip
         self.log(self.cpu.message())
@@ -326,6 +344,68 @@ class Trainer:
         self._forward = torch.compile(self.model) if self.cpu.settings.compile else self.model
         if self.save:
             write_json(self.files.cpu_settings, self.cpu.to_dict())
+
+    def _loader(
+        self, x: torch.Tensor, y: Targets, data: ImageDataset, generator: torch.Generator
+    ) -> BatchLoader:
+        """The training loader: shuffled, augmented, whole batches, in the chosen layout."""
+        cfg = self.config
+        return BatchLoader(
+            x, y, cfg.batch_size, self.normalize, shuffle=True,
+            augment=build_augment(cfg.augment), generator=generator, drop_last=True,
+            limit_batches=1 if cfg.fast_dev_run else cfg.limit_batches,
+            channels_last=self.cpu.settings.channels_last, flip_index=data.flip_index,
+        )  # fmt: skip
+
+    def _plan_budget(
+        self,
+        data: ImageDataset,
+        x_train: torch.Tensor,
+        y_train: Targets,
+        x_val: torch.Tensor | None,
+        steps_per_epoch: int,
+        state: dict[str, Any] | None,
+    ) -> budget.BudgetPlan | None:
+        """With a time budget: the resumed run's plan, or a new one measured here."""
+        cfg = self.config
+        seconds = budget.parse_duration(cfg.time_budget)
+        if state is not None:  # the plan the run made, exactly: never measured again
+            saved = state.get("config", {}).get("time_budget")
+            if budget.parse_duration(saved) != seconds:
+                raise ConfigError(
+                    f"{self.checkpoint_path} was written by a run with time_budget={saved!r}, "
+                    f"received time_budget={cfg.time_budget!r}; resume with the run's own "
+                    f"--time-budget {saved if saved is not None else 'none'}"
+                )
+            if seconds is None:
+                return None
+            if not self.files.budget.exists():
+                raise CheckpointError(f"{self.files.budget}: the budgeted run's plan is missing")
+            return budget.BudgetPlan.from_dict(json.loads(self.files.budget.read_text()))
+        if seconds is None or cfg.fast_dev_run:
+            return None
+        # A loader of its own (own generator): the run's loader is not advanced.
+        probe = self._loader(x_train, y_train, data, torch.Generator().manual_seed(cfg.seed + 2))
+        step_seconds = budget.time_training_steps(
+            self.model, self.task, lambda params: build_optimizer(params, cfg), probe,
+            channels_last=self.cpu.settings.channels_last, bf16=self.cpu.settings.bf16,
+            compile=self.cpu.settings.compile,
+        )  # fmt: skip
+        per_image = budget.time_evaluation(
+            self.model, self.task, data.x_test, self._eval_settings()
+        )
+        test_images = len(data.x_test)
+        if cfg.limit_eval_batches:
+            test_images = min(test_images, cfg.limit_eval_batches * cfg.eval_batch_size)
+        plan = budget.plan_steps(
+            seconds, step_seconds=step_seconds, eval_seconds_per_image=per_image,
+            steps_per_epoch=steps_per_epoch, val_images=0 if x_val is None else len(x_val),
+            test_images=test_images,
+        )  # fmt: skip
+        self.log(plan.describe())
+        if self.save:
+            write_json(self.files.budget, plan.to_dict())
+        return plan
 
     def _emit(self, event: str) -> None:
         for callback in self.callbacks:
@@ -386,6 +466,7 @@ class Trainer:
             "scheduler": self.schedule.scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state()},
             "epoch": self.epoch,
+            "global_step": self.global_step,
             "history": self.history,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "config": self.config.to_dict(),
@@ -427,6 +508,7 @@ class Trainer:
                 f"{path}: does not match this model/config ({str(e).splitlines()[0]})"
             ) from None
         self.epoch = int(state["epoch"])
+        self.global_step = int(state.get("global_step", self.epoch * self.steps_per_epoch))
         self.history = list(state["history"])
         self.log(f"resumed from {path} after epoch {self.epoch}")
 

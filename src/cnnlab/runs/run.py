@@ -50,7 +50,9 @@ def train_one(
     history = trainer.fit(data, resume=resume)
     train_seconds = sum(row["seconds"] for row in history)
     # 3. Test and record.
+    tested = time.perf_counter()
     test = trainer.evaluate(data.x_test, data.targets_test)
+    test_seconds = time.perf_counter() - tested
     metrics = {
         **test_metrics(test),
         "task": trainer.task.name,
@@ -61,6 +63,11 @@ def train_one(
         "dataset": data.name,
         "run_dir": str(config.run_dir),
     }
+    if trainer.plan is not None:  # what the budget bought and what was spent
+        spent = trainer.plan.used.get("fit_seconds", train_seconds) + test_seconds
+        metrics["time_budget"] = {
+            **trainer.plan.to_dict(), "test_seconds": test_seconds, "spent_seconds": spent,
+        }  # fmt: skip
     norm = trainer.normalize
     stats = (norm.mean.flatten().tolist(), norm.std.flatten().tolist())
     finish_run_dir(config, trainer.model, data, metrics, stats)

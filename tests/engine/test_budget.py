@@ -1,0 +1,244 @@
+"""Time-budgeted training: durations, the plan's arithmetic, the watch, the trainer, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab.app.cli import main
+from cnnlab.core.errors import ConfigError
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine import Callback, Trainer, budget
+from cnnlab.engine.budget import BudgetPlan, BudgetWatch, parse_duration, plan_steps
+from cnnlab.engine.config import TrainConfig
+from cnnlab.runs.run import build_model
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(300, 300.0), (2.5, 2.5), ("300", 300.0), ("90s", 90.0), ("5m", 300.0), ("5min", 300.0),
+     ("1.5h", 5400.0), ("1m30s", 90.0), (" 2 m ", 120.0), (None, None), ("none", None),
+     ("off", None)],
+)  # fmt: skip
+def test_parse_duration(value: object, seconds: float | None) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["5 minutes", "m5", "", "1x", -3, 0, True, [5]])
+def test_parse_duration_refuses(value: object) -> None:
+    with pytest.raises(ConfigError, match="time_budget"):
+        parse_duration(value)
+    with pytest.raises(ConfigError, match="time_budget"):
+        TrainConfig(time_budget=value)
+
+
+def test_plan_pays_for_evaluation_then_trains() -> None:
+    # 100 s budget, 97 s planned; test 1,000 images at 10 ms = 10 s; validation 500
+    # images (5 s) after each epoch of 100 steps at 0.1 s (10 s): epochs e satisfy
+    # 10 e + 5 e + 10 <= 97 -> 5 full epochs (85 s), then 12 s buy 120 more steps? No:
+    # validation after the 6th epoch costs 5 s too, so 7 s buy 70 steps.
+    plan = plan_steps(
+        100.0, step_seconds=0.1, eval_seconds_per_image=0.01, steps_per_epoch=100,
+        val_images=500, test_images=1000,
+    )  # fmt: skip
+    assert (plan.total_steps, plan.epochs) == (570, 6)
+    assert plan.eval_images == 1000 + 6 * 500
+    spent = plan.total_steps * 0.1 + plan.eval_images * 0.01
+    assert spent <= 97.0 + 1e-9 and spent + 0.1 > 97.0 - 0.1
+    assert BudgetPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+
+
+def test_plan_refuses_less_than_one_epoch() -> None:
+    with pytest.raises(ConfigError, match=r"at least one epoch.*time_budget=10 s.*468 steps"):
+        plan_steps(
+            10.0, step_seconds=0.08, eval_seconds_per_image=0.001, steps_per_epoch=468,
+            val_images=0, test_images=10000,
+        )  # fmt: skip
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _plan(**changes: object) -> BudgetPlan:
+    values = dict(
+        budget_seconds=100.0, step_seconds=0.1, eval_seconds_per_image=0.01,
+        steps_per_epoch=100, total_steps=570, epochs=6, val_images=500, test_images=1000,
+    )  # fmt: skip
+    return BudgetPlan(**{**values, **changes})  # type: ignore[arg-type]
+
+
+def test_watch_stops_at_the_plan_or_past_the_hard_limit() -> None:
+    clock, said = FakeClock(), list[str]()
+    watch = BudgetWatch(_plan(), said.append, clock=clock)
+    assert not watch.should_stop(569)
+    assert watch.should_stop(570) and not watch.stopped_early
+    clock.now = 100.0 - 10.0  # with the 10 s test still to come: exactly on the budget
+    assert not watch.should_stop(10)
+    clock.now = 110.0 - 10.0 + 0.01  # past 110%
+    assert watch.should_stop(10) and watch.stopped_early
+    assert len(said) == 1 and "stopping at step 10 of 570" in said[0]
+    used = watch.finish(10)
+    assert used["stopped_early"] and used["steps"] == 10
+
+
+def test_watch_warns_once_when_the_rate_drifts() -> None:
+    clock, said = FakeClock(), list[str]()
+    watch = BudgetWatch(_plan(), said.append, clock=clock)
+    clock.now = 15.0  # epoch 1 as planned: 10 s of steps + 5 s of validation
+    watch.after_epoch(100, 10.0, 100)
+    assert said == []
+    clock.now = 40.0  # epoch 2 took 2.5x longer
+    watch.after_epoch(200, 25.0, 100)
+    watch.after_epoch(300, 25.0, 100)
+    assert len(said) == 1 and "0.250 s, 0.100 s when measured" in said[0]
+
+
+def test_resumed_watch_counts_earlier_time() -> None:
+    clock = FakeClock()
+    watch = BudgetWatch(_plan(), print, already=42.0, clock=clock)
+    assert watch.elapsed() == 42.0
+
+
+# -- the trainer ---------------------------------------------------------------------------
+
+
+def _fixed_rates(monkeypatch: pytest.MonkeyPatch, step: float = 0.1) -> list[int]:
+    """Make the measurement deterministic; returns a list counting the measurements."""
+    calls: list[int] = []
+
+    def steps(*args: object, **kwargs: object) -> float:
+        calls.append(1)
+        return step
+
+    monkeypatch.setattr(budget, "time_training_steps", steps)
+    monkeypatch.setattr(budget, "time_evaluation", lambda *a, **k: 0.0)
+    return calls
+
+
+def _budget_config(config: TrainConfig, seconds: float) -> TrainConfig:
+    return dataclasses.replace(config, time_budget=seconds, augment="flip", epochs=99)
+
+
+def _fit(config: TrainConfig, data: ImageDataset, **kwargs: object) -> Trainer:
+    torch.manual_seed(config.seed)
+    trainer = Trainer(build_model(config, data), config, **kwargs)  # type: ignore[arg-type]
+    trainer.fit(data)
+    return trainer
+
+
+def test_budget_chooses_the_steps_and_the_schedule(
+    bars: ImageDataset, quick_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fixed_rates(monkeypatch)
+    # 384 images / 32 = 12 steps per epoch; 0.97 * 4.0 s / 0.1 s = 38 steps = 3 epochs + 2.
+    config = _budget_config(quick_config, 4.0)
+    trainer = _fit(config, bars)
+    assert trainer.plan is not None and trainer.plan.total_steps == 38
+    assert trainer.global_step == 38 and len(trainer.history) == 4
+    assert trainer.history[-1]["images_per_second"] > 0
+    # One-cycle laid over the 38 steps: the last step ends the decay.
+    assert trainer.schedule.scheduler.last_epoch == 38  # type: ignore[union-attr]
+    assert trainer.optimizer.param_groups[0]["lr"] < config.lr * 0.01
+    saved = json.loads((config.run_dir / "budget.json").read_text())
+    assert saved["total_steps"] == 38 and saved["used"]["steps"] == 38
+
+
+def test_budget_measurement_does_not_change_the_training(
+    bars: ImageDataset, quick_config: TrainConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A plan of exactly 3 epochs trains the same weights as epochs=3 without a budget:
+    the probe draws no random numbers the run would have drawn."""
+    calls: list[int] = []
+    real = budget.time_training_steps
+
+    def measured_then_fixed(*args: object, **kwargs: object) -> float:
+        real(*args, **kwargs, seconds=0.0)  # the real probe runs, and must disturb nothing
+        calls.append(1)
+        return 0.1
+
+    monkeypatch.setattr(budget, "time_training_steps", measured_then_fixed)
+    monkeypatch.setattr(budget, "time_evaluation", lambda *a, **k: 0.0)
+    plain = dataclasses.replace(quick_config, augment="flip", name="plain")
+    budgeted = dataclasses.replace(plain, name="budgeted", time_budget=3.72)  # 36 steps
+    a, b = _fit(plain, bars), _fit(budgeted, bars)
+    assert calls and b.plan is not None and b.plan.total_steps == 36 and len(b.history) == 3
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+class StopAt(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        if trainer.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_follows_the_saved_plan(
+    bars: ImageDataset, quick_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _fixed_rates(monkeypatch)
+    config = _budget_config(quick_config, 4.0)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(config, bars, callbacks=[StopAt(2)])
+    assert len(calls) == 1
+    torch.manual_seed(config.seed)
+    trainer = Trainer(build_model(config, bars), config)
+    trainer.fit(bars, resume=True)
+    assert len(calls) == 1  # not measured again
+    assert trainer.plan is not None and trainer.global_step == trainer.plan.total_steps == 38
+
+
+def test_resume_refuses_a_different_budget(
+    bars: ImageDataset, quick_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fixed_rates(monkeypatch)
+    plain = dataclasses.replace(quick_config, epochs=1)
+    _fit(plain, bars)
+    with pytest.raises(ConfigError, match=r"time_budget=None, received time_budget=4.0"):
+        Trainer(build_model(plain, bars), _budget_config(plain, 4.0)).fit(bars, resume=True)
+    budgeted = dataclasses.replace(_budget_config(quick_config, 2.0), name="b")
+    _fit(budgeted, bars)
+    again = dataclasses.replace(budgeted, time_budget=None)
+    with pytest.raises(ConfigError, match=r"--time-budget 2.0"):
+        Trainer(build_model(again, bars), again).fit(bars, resume=True)
+
+
+def test_too_small_a_budget_fails_before_training(
+    bars: ImageDataset, quick_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fixed_rates(monkeypatch)
+    config = _budget_config(quick_config, 0.5)  # 4 steps; an epoch is 12
+    with pytest.raises(ConfigError, match=r"at least one epoch.*12 steps"):
+        _fit(config, bars)
+    assert not (config.run_dir / "checkpoint.safetensors").exists()
+
+
+def test_real_measurement_keeps_the_run_near_its_budget(
+    bars: ImageDataset, quick_config: TrainConfig
+) -> None:
+    config = _budget_config(quick_config, 3.0)
+    trainer = _fit(config, bars)
+    assert trainer.plan is not None and trainer.plan.total_steps >= 12
+    used = trainer.plan.used
+    assert used["fit_seconds"] <= 3.0 * budget.HARD_STOP + 0.5, used
+    assert used["steps"] == trainer.global_step
+
+
+def test_cli_refuses_epochs_with_a_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--time-budget", "5m", "--epochs", "3", "--runs-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "epochs=3 and time_budget='5m'" in err and "--time-budget none" in err
