@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -15,12 +16,14 @@ import torch
 import cnnlab
 from cnnlab.core.errors import ConfigError
 from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine import Trainer
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.predictor import evaluate_model, probabilities
 from cnnlab.models import Ensemble
 from cnnlab.runs import ensemble as ens
 from cnnlab.runs import run_training
 from cnnlab.runs.report import write_report
+from cnnlab.runs.run import build_model as build_run_model
 
 
 @pytest.mark.parametrize(
@@ -174,3 +177,23 @@ def test_a_member_whose_parent_is_killed_interrupts_itself(
         time.sleep(0.05)
     assert _state(child) in ("", "Z"), "the orphaned member kept running"
     assert (tmp_path / "interrupted").exists()  # it stopped by KeyboardInterrupt
+
+
+def test_members_share_one_tuned_choice(
+    bars: ImageDataset, quick_config: TrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "cache"))
+    config = dataclasses.replace(quick_config, ensemble=2, epochs=20)  # 240 steps: tuned
+    members = [ens.member_config(config, i, threads=1, parallel=True) for i in range(2)]
+    line = ens.tune_once(members[0], bars)
+    assert line.startswith("cpu settings: ") and "tuned" in line
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # as fit() sets a member's threads before choosing
+    try:
+        for member in members:  # each member finds the same choice in the cache
+            torch.manual_seed(member.seed)
+            choice = Trainer(build_run_model(member, bars), member).choose_cpu_settings(bars)
+            assert choice.source == "cached"
+            assert choice.message() == line.replace("tuned", "cached")
+    finally:
+        torch.set_num_threads(previous)

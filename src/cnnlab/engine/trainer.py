@@ -320,7 +320,27 @@ class Trainer:
         self, data: ImageDataset, n_train: int, state: dict[str, Any] | None
     ) -> None:
         """Pick channels_last / bf16 / compile (see cnnlab.engine.autotune), say which, apply."""
+        self.cpu = self.choose_cpu_settings(data, n_train, state)
+        self.log(self.cpu.message())
+        if self.cpu.settings.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # Only the training forward is compiled; self.model keeps plain state_dict keys.
+        self._forward = torch.compile(self.model) if self.cpu.settings.compile else self.model
+        if self.save:
+            write_json(self.files.cpu_settings, self.cpu.to_dict())
+
+    def choose_cpu_settings(
+        self, data: ImageDataset, n_train: int | None = None, state: dict[str, Any] | None = None
+    ) -> autotune.Choice:
+        """The CPU settings this run would use (tuned and cached if need be), not applied.
+
+        An ensemble calls it once before its members start, so that they all find the
+        same cached choice instead of each timing its own under the others' load.
+        """
         cfg = self.config
+        if n_train is None:
+            n_train = len(data.x_train) - int(len(data.x_train) * cfg.val_split)
+        task = self._resolve_task(data)
         batches = n_train // cfg.batch_size
         if cfg.limit_batches:
             batches = min(batches, cfg.limit_batches)
@@ -331,19 +351,12 @@ class Trainer:
         elif run_steps < MIN_TUNE_STEPS:
             why_not = f"{run_steps} steps are too few to repay tuning (<{MIN_TUNE_STEPS})"
         saved = state.get("cpu_settings") if state is not None else None
-        self.cpu = autotune.resolve(
+        return autotune.resolve(
             cfg, self.model, data.input_shape, data.num_classes,
-            run_steps=run_steps, no_tuning=why_not, saved=saved, task=self.task,
+            run_steps=run_steps, no_tuning=why_not, saved=saved, task=task,
             run_seconds=budget.parse_duration(cfg.time_budget),
             targets={k: v[: cfg.batch_size] for k, v in data.targets_train.items()},
         )  # fmt: skip
-        self.log(self.cpu.message())
-        if self.cpu.settings.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        # Only the training forward is compiled; self.model keeps plain state_dict keys.
-        self._forward = torch.compile(self.model) if self.cpu.settings.compile else self.model
-        if self.save:
-            write_json(self.files.cpu_settings, self.cpu.to_dict())
 
     def _loader(
         self, x: torch.Tensor, y: Targets, data: ImageDataset, generator: torch.Generator
