@@ -102,6 +102,34 @@ def test_watch_warns_once_when_the_rate_drifts() -> None:
     assert len(said) == 1 and "0.250 s, 0.100 s when measured" in said[0]
 
 
+def test_watch_plans_again_after_the_first_epoch() -> None:
+    clock, said = FakeClock(), list[str]()
+    watch = BudgetWatch(_plan(), said.append, clock=clock)
+    clock.now = 13.0  # epoch 1: 8 s for 100 steps (0.08 s/step, not 0.1) + 5 s validation
+    # 97 - 13 = 84 s left; 7 epochs in all: 6 more validations + the test = 40 s, so
+    # 44 s / 0.08 = 550 more steps, which fill 6.5 epochs: 650.
+    assert watch.replan(100) == 650
+    assert (watch.plan.total_steps, watch.plan.epochs) == (650, 7)
+    assert watch.plan.used["replanned_from"] == 570 and "not the 0.100 measured" in said[0]
+    assert watch.replan(100) is None  # only once
+
+
+def test_watch_keeps_a_plan_that_was_right_or_short() -> None:
+    clock = FakeClock()
+    watch = BudgetWatch(_plan(), print, clock=clock)
+    clock.now = 15.2  # 2% off
+    assert watch.replan(100) is None
+    short = BudgetWatch(_plan(total_steps=300, epochs=3), print, clock=clock)
+    assert short.replan(100) is None  # 3 epochs: epoch 1 ended one-cycle's warm-up
+
+
+def test_steps_that_fit_counts_validation_per_epoch() -> None:
+    # The plan above: 6 epochs started, 570 steps.
+    assert budget.steps_that_fit(97.0, 0.1, 0.01, 100, 500, 1000) == 570
+    assert budget.steps_that_fit(97.0, 0.1, 0.01, 100, 0, 1000) == 870
+    assert budget.steps_that_fit(5.0, 0.1, 0.01, 100, 0, 1000) == 0
+
+
 def test_resumed_watch_counts_earlier_time() -> None:
     clock = FakeClock()
     watch = BudgetWatch(_plan(), print, already=42.0, clock=clock)
@@ -121,6 +149,7 @@ def _fixed_rates(monkeypatch: pytest.MonkeyPatch, step: float = 0.1) -> list[int
 
     monkeypatch.setattr(budget, "time_training_steps", steps)
     monkeypatch.setattr(budget, "time_evaluation", lambda *a, **k: 0.0)
+    monkeypatch.setattr(budget, "REPLAN_TOLERANCE", float("inf"))  # keep the fake plan
     return calls
 
 
@@ -150,6 +179,42 @@ def test_budget_chooses_the_steps_and_the_schedule(
     assert trainer.optimizer.param_groups[0]["lr"] < config.lr * 0.01
     saved = json.loads((config.run_dir / "budget.json").read_text())
     assert saved["total_steps"] == 38 and saved["used"]["steps"] == 38
+
+
+class TickingWatch(BudgetWatch):
+    """A watch whose clock moves 0.05 s at every check (once per batch, once per epoch):
+    the run's timing is then the same on any machine, however loaded."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.tick = FakeClock()
+        super().__init__(*args, **kwargs, clock=self.tick)  # type: ignore[arg-type]
+
+    def should_stop(self, steps_done: int) -> bool:
+        self.tick.now += 0.05
+        return super().should_stop(steps_done)
+
+
+def test_budget_planned_again_lays_the_schedule_over_the_new_length(
+    bars: ImageDataset, quick_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fixed_rates(monkeypatch, step=0.1)  # the probe says 0.1 s; the ticking clock ~0.058
+    monkeypatch.setattr(budget, "REPLAN_TOLERANCE", 0.03)
+    monkeypatch.setattr(budget, "BudgetWatch", TickingWatch)
+    config = _budget_config(quick_config, 2.0)  # 19 steps planned: under 4 epochs, kept
+    trainer = _fit(config, bars)
+    assert trainer.plan is not None and "replanned_from" not in trainer.plan.used
+    config = dataclasses.replace(_budget_config(quick_config, 5.0), name="long")  # 48 steps
+    trainer = _fit(config, bars)
+    plan = trainer.plan
+    assert plan is not None and plan.used["replanned_from"] == 48
+    # Epoch 1: 14 ticks (12 batches, 2 epoch starts) = 0.7 s for 12 steps; 4.85 - 0.7 s
+    # left buy 71 more steps at 0.0583 s.
+    assert plan.total_steps == 12 + int((4.85 - 0.7) / (0.7 / 12))
+    assert trainer.global_step == plan.total_steps and len(trainer.history) == plan.epochs
+    assert not plan.used["stopped_early"]
+    assert trainer.optimizer.param_groups[0]["lr"] < config.lr * 0.01  # annealed at the end
+    saved = json.loads((config.run_dir / "budget.json").read_text())
+    assert saved["total_steps"] == plan.total_steps
 
 
 def test_budget_measurement_does_not_change_the_training(

@@ -12,7 +12,13 @@ with a number of optimizer steps chosen before training starts:
    warms up and anneals within the budget. The last epoch may be partial.
 3. The plan is written to the run folder (``budget.json``): ``--resume`` reads it back
    instead of measuring again, so a resumed run takes exactly the steps it planned.
-4. While training, the step time is watched. A run that falls behind by more than
+4. After the first epoch the plan is made again from that epoch's real rate, when it
+   differs from the measured one by more than ``REPLAN_TOLERANCE`` and the run has at
+   least ``REPLAN_MIN_EPOCHS`` epochs (so one-cycle is still warming up; the schedule is
+   laid out again over the new length). A few seconds of probing on a shared machine
+   are a small sample: on 2 cores of an AMD EPYC (Zen 4) the probe said 0.151-0.153
+   s/step and the first epoch ran at 0.13.
+5. From then on the step time is watched. A run that falls behind by more than
    ``DRIFT_WARN`` is told so; one that would overrun the budget by more than
    ``HARD_STOP - 1`` stops there and says so, at the real time.
 
@@ -43,6 +49,8 @@ PROBE_SECONDS = 3.0  # timed training steps last at least this long...
 PROBE_MIN_STEPS = 5  # ...and count at least this many
 PROBE_WARMUP = 2  # untimed first steps: oneDNN picks its kernels on the first calls
 EVAL_PROBE_IMAGES = 512  # images timed to estimate evaluation
+REPLAN_TOLERANCE = 0.03  # plan again after epoch 1 if its rate is this far off the probe's
+REPLAN_MIN_EPOCHS = 4  # ...and the run is long enough for epoch 1 to be in the warm-up
 DRIFT_WARN = 1.10  # warn when the run is projected to end past 110% of the budget
 HARD_STOP = 1.10  # ...and stop training when it reaches it
 _UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -150,6 +158,35 @@ class BudgetPlan:
             raise ConfigError(f"a budget plan needs its measured fields; {e!r}") from None
 
 
+def steps_that_fit(
+    seconds: float,
+    step_seconds: float,
+    eval_seconds_per_image: float,
+    steps_per_epoch: int,
+    val_images: int,
+    test_images: int,
+    done: int = 0,
+) -> int:
+    """Total steps (``done`` included) that ``seconds`` more pay for, with a validation
+    after each epoch still to start and the test evaluation at the end.
+
+    Tries 1, 2, ... more epochs: with ``e`` epochs the evaluation is known, and the steps
+    are what is left, at most ``e`` whole epochs; the first ``e`` that is not filled is
+    the last worth trying.
+    """
+    validated = done // steps_per_epoch  # epochs whose validation is already paid
+    best, epochs = done, validated + 1
+    while True:
+        evaluated = test_images + (epochs - validated) * val_images
+        afford = int((seconds - evaluated * eval_seconds_per_image) / step_seconds)
+        if afford <= 0:
+            return best
+        best = max(best, min(done + afford, epochs * steps_per_epoch))
+        if done + afford <= epochs * steps_per_epoch:
+            return best
+        epochs += 1
+
+
 def plan_steps(
     budget_seconds: float,
     *,
@@ -162,19 +199,17 @@ def plan_steps(
     """The optimizer steps that fit ``SAFETY`` of the budget after evaluation is paid for.
 
     Validation runs after every epoch started, so its cost depends on the epochs the
-    steps span; a few rounds of "steps -> epochs -> evaluation -> steps" settle it.
+    steps span (:func:`steps_that_fit`).
 
     Raises:
         ConfigError: when the budget cannot pay for one epoch. One epoch is the minimum:
             with less, some training images are never seen, and the schedule's warm-up
             and decay are squeezed into a handful of steps.
     """
-    usable = budget_seconds * SAFETY
-    steps = max(0, int((usable - test_images * eval_seconds_per_image) / step_seconds))
-    for _ in range(4):
-        epochs = max(1, math.ceil(steps / steps_per_epoch))
-        evaluated = test_images + epochs * val_images
-        steps = max(0, int((usable - evaluated * eval_seconds_per_image) / step_seconds))
+    steps = steps_that_fit(
+        budget_seconds * SAFETY, step_seconds, eval_seconds_per_image, steps_per_epoch,
+        val_images, test_images,
+    )  # fmt: skip
     if steps < steps_per_epoch:
         one_epoch = (
             steps_per_epoch * step_seconds + (test_images + val_images) * eval_seconds_per_image
@@ -302,6 +337,30 @@ class BudgetWatch:
             )
         return True
 
+    def replan(self, steps_done: int) -> int | None:
+        """At the start of the second epoch of a fresh run: the new total of steps, when
+        the first epoch's rate (its checkpoint and other overheads included) is more than
+        ``REPLAN_TOLERANCE`` off the measured one; else None. See the module's notes."""
+        plan = self.plan
+        if steps_done != plan.steps_per_epoch or "replanned_from" in plan.used:
+            return None
+        validation = plan.val_images * plan.eval_seconds_per_image
+        observed = (self.elapsed() - validation) / steps_done
+        off = abs(observed / plan.step_seconds - 1)
+        if plan.epochs < REPLAN_MIN_EPOCHS or off <= REPLAN_TOLERANCE:
+            return None
+        total = steps_that_fit(
+            plan.budget_seconds * SAFETY - self.elapsed(), observed, plan.eval_seconds_per_image,
+            plan.steps_per_epoch, plan.val_images, plan.test_images, done=steps_done,
+        )  # fmt: skip
+        plan.used |= {"replanned_from": plan.total_steps, "first_epoch_step_seconds": observed}
+        self.log(
+            f"time budget: the first epoch ran at {observed:.3f} s/step, not the "
+            f"{plan.step_seconds:.3f} measured: {total:,} steps instead of {plan.total_steps:,}"
+        )
+        plan.total_steps, plan.epochs = total, math.ceil(total / plan.steps_per_epoch)
+        return total
+
     def after_epoch(self, steps_done: int, epoch_seconds: float, epoch_steps: int) -> None:
         """Warn once if the rate seen in this epoch would end the run past ``DRIFT_WARN``."""
         plan = self.plan
@@ -327,7 +386,7 @@ class BudgetWatch:
         """Record what was used in the plan, log it, and return it."""
         plan = self.plan
         fit = self.elapsed()
-        plan.used = {
+        plan.used |= {
             "fit_seconds": fit,
             "steps": steps_done,
             "step_seconds": fit / max(steps_done, 1),  # includes validation passes

@@ -83,6 +83,11 @@ class Schedule:
         else:
             self.scheduler = main
 
+    def fast_forward(self, steps: int) -> None:
+        """Step a new schedule to where the run is (a time budget planned again)."""
+        for _ in range(steps):
+            self.after_batch()
+
     def after_batch(self) -> None:
         if not isinstance(self.scheduler, lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()

@@ -176,12 +176,14 @@ class Trainer:
             spent += self.epoch * self.plan.val_images * self.plan.eval_seconds_per_image
             self.watch = budget.BudgetWatch(self.plan, self.log, already=spent)
         # 5. The loop: train an epoch, validate, record, checkpoint.
-        while self.epoch < epochs and not self.stop_training:
+        while self.epoch < (self.plan.epochs if self.plan else epochs) and not self.stop_training:
+            if self.watch is not None and not self._follow_budget():
+                break
             self._emit("before_epoch")
             row = self._run_epoch(train_loader, x_val, y_val)
             self.history.append(row)
             self.epoch += 1
-            self.log(_epoch_line(row, epochs))
+            self.log(_epoch_line(row, self.plan.epochs if self.plan else epochs))
             self._emit("after_epoch")
             if self.save:
                 self._checkpoint()
@@ -219,6 +221,21 @@ class Trainer:
         if self.watch is not None:
             self.watch.after_epoch(self.global_step, seconds, self.global_step - steps_before)
         return row
+
+    def _follow_budget(self) -> bool:
+        """Before an epoch of a budgeted run: False when the budget says stop. After the
+        first epoch the plan may be made again; the schedule is then laid out anew."""
+        assert self.watch is not None
+        if self.watch.should_stop(self.global_step):
+            self.stop_training = self.watch.stopped_early
+            return False
+        total = self.watch.replan(self.global_step)
+        if total is not None:
+            self.schedule = Schedule(self.optimizer, self.config, self.steps_per_epoch, total)
+            self.schedule.fast_forward(self.global_step)
+            if self.save:
+                write_json(self.files.budget, self.watch.plan.to_dict())
+        return True
 
     def _train_epoch(self, loader: BatchLoader) -> tuple[float, dict[str, float], int]:
         self.model.train()
