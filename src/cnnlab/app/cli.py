@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from cnnlab.core.cpu import cpu_kind
 from cnnlab.core.errors import CnnlabError, ConfigError, ShapeMismatchError, UnknownNameError
 from cnnlab.engine.budget import format_duration, parse_duration
 from cnnlab.engine.config import TrainConfig, read_yaml
@@ -67,6 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         length = f"a {format_duration(budget)} time budget"
     print(f"training {config.model} on {config.dataset} for {length} -> {config.run_dir}")
+    print(f"cpu: {cpu_kind()}, {os.cpu_count()} cores")
     try:
         metrics = run_training(config, resume=args.resume)
     except KeyboardInterrupt:

@@ -27,6 +27,38 @@ def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
     return next((flag for flag in NATIVE_BF16_FLAGS if flag in flags), None)
 
 
+def cpu_kind(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """What kind of x86 CPU this is, as far as training speed goes, e.g. "AMD EPYC
+    (AVX-512 with bf16, no AMX)": the vector width and bf16 support decide the kernels
+    oneDNN runs, and so how much a time budget buys."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or platform.machine()
+    name = next(
+        (
+            line.partition(":")[2].strip()
+            for line in text.splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    flags = set(text.split())
+    if "amx_bf16" in flags:
+        kind = "AMX"
+    elif "avx512_bf16" in flags:
+        kind = "AVX-512 with bf16, no AMX"
+    elif "avx512f" in flags:
+        kind = "AVX-512, no bf16"
+    elif "avx2" in flags:
+        kind = "AVX2, no AVX-512"
+    else:
+        kind = "no AVX2"
+    return f"{name} ({kind})"
+
+
 def bf16_autocast(enabled: bool) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on the CPU when ``enabled``, else a no-op: how the bf16 setting runs
     in the trainer, its tuner and `cnnlab bench` alike."""
