@@ -197,3 +197,34 @@ def test_members_share_one_tuned_choice(
             assert choice.message() == line.replace("tuned", "cached")
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize(("step", "single"), [(0.5, True), (0.001, False)])
+def test_a_short_budget_trains_one_model_instead_of_members(
+    bars: ImageDataset,
+    quick_config: TrainConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    step: float,
+    single: bool,
+) -> None:
+    monkeypatch.setattr(Trainer, "measure_step", lambda self, data: step)
+    config = dataclasses.replace(
+        quick_config, ensemble=2, time_budget="10s", ensemble_min_epochs=4, threads=None
+    )
+    member = ens.member_config(config, 0, threads=1, parallel=True)
+    # 384 images / 32 = 12 steps per epoch: 10 s buy 1.7 epochs at 0.5 s, 833 at 0.001 s.
+    chosen = ens.one_model_instead(config, member, bars)
+    if single:
+        assert chosen is not None and chosen.ensemble == 1 and chosen.run_dir == config.run_dir
+        assert chosen.threads is None and chosen.time_budget == "10s"
+    else:
+        assert chosen is None
+    assert (
+        ens.one_model_instead(dataclasses.replace(config, ensemble_min_epochs=None), member, bars)
+        is None
+    )
+
+
+def test_ensemble_min_epochs_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="ensemble_min_epochs=0"):
+        TrainConfig(ensemble_min_epochs=0)

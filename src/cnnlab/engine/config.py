@@ -74,6 +74,10 @@ class TrainConfig:
     # process each, and average their class probabilities (cnnlab.runs.ensemble).
     # On small CPUs one process rarely keeps every core busy; N processes do.
     ensemble: int = 1
+    # With a time budget: train the ensemble only if each member gets at least this many
+    # epochs at the rate measured before training; else one model on all the cores
+    # (short budgets on slow CPUs). None = always the ensemble.
+    ensemble_min_epochs: float | None = None
     # Speed.
     # None = automatic: timed on the first run for this model, shape and machine and
     # cached (cnnlab.engine.autotune); True/False always wins over the tuner.
@@ -123,6 +127,15 @@ class TrainConfig:
             raise ConfigError(f"Expected ema in (0, 1) or null (off), received ema={self.ema!r}")
         if not 0 <= self.val_split < 1:
             raise ConfigError(f"Expected val_split in [0, 1), received val_split={self.val_split}")
+        if self.ensemble_min_epochs is not None and (
+            not isinstance(self.ensemble_min_epochs, int | float)
+            or isinstance(self.ensemble_min_epochs, bool)
+            or self.ensemble_min_epochs <= 0
+        ):
+            raise ConfigError(
+                "Expected ensemble_min_epochs to be a positive number or null, received "
+                f"ensemble_min_epochs={self.ensemble_min_epochs!r}"
+            )
         if self.label_smoothing >= 1:
             raise ConfigError(
                 f"Expected label_smoothing in [0, 1), received label_smoothing={self.label_smoothing}"

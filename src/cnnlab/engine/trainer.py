@@ -387,6 +387,26 @@ class Trainer:
             channels_last=self.cpu.settings.channels_last, flip_index=data.flip_index,
         )  # fmt: skip
 
+    def _time_step(self, data: ImageDataset, x: torch.Tensor, y: Targets) -> float:
+        """Seconds per training step here: a copy of the model, the run's optimizer, batches
+        from a loader of its own (the run's loader and RNG are not advanced)."""
+        cfg = self.config
+        probe = self._loader(x, y, data, torch.Generator().manual_seed(cfg.seed + 2))
+        return budget.time_training_steps(
+            self.model, self.task, lambda params: build_optimizer(params, cfg), probe,
+            channels_last=self.cpu.settings.channels_last, bf16=self.cpu.settings.bf16,
+            compile=self.cpu.settings.compile,
+        )  # fmt: skip
+
+    def measure_step(self, data: ImageDataset) -> float:
+        """Seconds per training step of this config on this machine, before any training
+        (with the CPU settings the run would use): what an ensemble asks before deciding
+        whether its members get enough of a time budget."""
+        self.task = self._resolve_task(data)
+        self.normalize = Normalize(*data.channel_stats())
+        self.cpu = self.choose_cpu_settings(data)
+        return self._time_step(data, data.x_train, data.targets_train)
+
     def _plan_budget(
         self,
         data: ImageDataset,
@@ -414,13 +434,7 @@ class Trainer:
             return budget.BudgetPlan.from_dict(json.loads(self.files.budget.read_text()))
         if seconds is None or cfg.fast_dev_run:
             return None
-        # A loader of its own (own generator): the run's loader is not advanced.
-        probe = self._loader(x_train, y_train, data, torch.Generator().manual_seed(cfg.seed + 2))
-        step_seconds = budget.time_training_steps(
-            self.model, self.task, lambda params: build_optimizer(params, cfg), probe,
-            channels_last=self.cpu.settings.channels_last, bf16=self.cpu.settings.bf16,
-            compile=self.cpu.settings.compile,
-        )  # fmt: skip
+        step_seconds = self._time_step(data, x_train, y_train)
         per_image = budget.time_evaluation(
             self.model, self.task, data.x_test, self._eval_settings()
         )

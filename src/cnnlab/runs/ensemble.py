@@ -27,8 +27,10 @@ from typing import Any
 import torch
 
 from cnnlab import data as datasets
+from cnnlab.core.cpu import num_threads
 from cnnlab.core.records import ModelRecord, require_record, set_record
 from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.predictor import evaluate_model, task_of
 from cnnlab.engine.trainer import Trainer
@@ -120,6 +122,37 @@ def tune_once(member: TrainConfig, data: ImageDataset) -> str:
         torch.set_num_threads(previous)
 
 
+def one_model_instead(
+    config: TrainConfig, member: TrainConfig, data: ImageDataset
+) -> TrainConfig | None:
+    """With ``ensemble_min_epochs`` and a time budget: the config of one model on all the
+    cores when a member would train fewer epochs than that, else None.
+
+    The member's step is timed alone before any starts (a few seconds); side by side
+    the members run somewhat slower, which the threshold is chosen to absorb.
+    """
+    seconds = parse_duration(config.time_budget)
+    if seconds is None or config.ensemble_min_epochs is None:
+        return None
+    with num_threads(member.threads):
+        torch.manual_seed(member.seed)
+        trainer = Trainer(build_run_model(member, data), member, log=lambda line: None)
+        step = trainer.measure_step(data)
+    train_images = len(data.x_train) - int(len(data.x_train) * config.val_split)
+    epochs = seconds / (step * max(1, train_images // config.batch_size))
+    if epochs >= config.ensemble_min_epochs:
+        print(f"time budget: ~{epochs:.1f} epochs per member at {step:.3f} s/step", flush=True)
+        return None
+    print(
+        f"time budget: a member would train ~{epochs:.1f} epochs at {step:.3f} s/step, fewer "
+        f"than ensemble_min_epochs={config.ensemble_min_epochs:g}: one model on all the "
+        "cores instead of the ensemble",
+        flush=True,
+    )
+    values = config.to_dict() | {"ensemble": 1, "ensemble_min_epochs": None}
+    return TrainConfig.from_dict(values)
+
+
 def _train_member(
     config: TrainConfig, resume: bool, data: ImageDataset, parent_pid: int | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor], list[str]]:
@@ -159,6 +192,9 @@ def run_ensemble(
     # 1. The members, side by side, with one CPU-settings choice between them.
     if processes > 1 and not resume:  # a resumed member keeps the choice it started with
         print(f"{tune_once(members[0], data)}, for every member", flush=True)
+        single = one_model_instead(config, members[0], data)
+        if single is not None:
+            return train_one(single, data=data)[0]
     started = time.perf_counter()
     if processes == 1:
         results = [_train_member(c, resume, data) for c in members]
