@@ -1,6 +1,6 @@
-"""Accuracy against time budget: `fmnist-fast` trained for 2, 5, 15 and 60 minutes.
+"""Accuracy against time budget: a recipe (`fmnist-fast`) trained for 2, 5, 15, 60 minutes.
 
-Each (budget, seed) runs `cnnlab train --recipe fmnist-fast --time-budget B --seed S` in a
+Each (budget, seed) runs `cnnlab train --recipe R --time-budget B --seed S` in a
 fresh process, one at a time (a run uses every core), and reads its metrics.json: test
 accuracy, the training time (the trainer's clock over the epochs), and what the budget
 paid for (training with validation, then the test evaluation). Prints one line per
@@ -8,6 +8,7 @@ budget: median and range of accuracy, median time spent against the budget, the 
 
     python benchmarks/budget_curve.py --budgets 2m 5m --seeds 0 1 2 [--json F]
     python benchmarks/budget_curve.py --budgets 15m --seeds 0
+    python benchmarks/budget_curve.py --recipe fmnist-best --budgets 60m --seeds 0
     python benchmarks/budget_curve.py --budgets 5m --seeds 0 -- --ensemble 1   # extra flags
 """
 
@@ -26,10 +27,10 @@ from typing import Any
 from cnnlab.core.cpu import cpu_kind
 
 
-def run(budget: str, seed: int, runs_dir: str, extra: list[str]) -> dict[str, Any]:
-    name = f"budget-{budget}-seed{seed}"
+def run(recipe: str, budget: str, seed: int, runs_dir: str, extra: list[str]) -> dict[str, Any]:
+    name = f"{recipe}-{budget}-seed{seed}"
     command = [
-        sys.executable, "-m", "cnnlab.app.cli", "train", "--recipe", "fmnist-fast",
+        sys.executable, "-m", "cnnlab.app.cli", "train", "--recipe", recipe,
         "--time-budget", budget, "--seed", str(seed), "--name", name, "--runs-dir", runs_dir,
         "--no-report", "--no-progress", *extra,
     ]  # fmt: skip
@@ -43,6 +44,7 @@ def run(budget: str, seed: int, runs_dir: str, extra: list[str]) -> dict[str, An
     ]
     spent = [m["time_budget"]["spent_seconds"] for m in members or [metrics] if "time_budget" in m]
     return {
+        "recipe": recipe,
         "budget": budget,
         "seed": seed,
         "test_accuracy": metrics["test_accuracy"],
@@ -56,6 +58,7 @@ def run(budget: str, seed: int, runs_dir: str, extra: list[str]) -> dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="fmnist-fast")
     parser.add_argument("--budgets", nargs="+", default=["2m", "5m", "15m", "60m"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
@@ -69,10 +72,10 @@ def main() -> None:
         runs_dir = args.runs_dir or tmp
         for budget in args.budgets:
             for seed in args.seeds:
-                result = run(budget, seed, runs_dir, args.extra)
+                result = run(args.recipe, budget, seed, runs_dir, args.extra)
                 results.append(result)
                 print(json.dumps(result), flush=True)
-    print(f"\nfmnist-fast by time budget on {cpu}")
+    print(f"\n{args.recipe} by time budget on {cpu}")
     for budget in args.budgets:
         rows = [r for r in results if r["budget"] == budget]
         acc = [r["test_accuracy"] * 100 for r in rows]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cnnlab.app.cli import main
-from cnnlab.core.errors import UnknownNameError
+from cnnlab.core.errors import ConfigError, UnknownNameError
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.recipes import RECIPES, list_recipes, recipe_values
 
@@ -28,9 +28,14 @@ def test_recipe_values_are_copies() -> None:
 
 
 def test_from_recipe_takes_any_field_as_an_override_including_name() -> None:
-    config = TrainConfig.from_recipe("fmnist-fast", name="mine", epochs=3)
-    assert (config.name, config.epochs) == ("mine", 3)
+    config = TrainConfig.from_recipe("fmnist-fast", name="mine", epochs=3, time_budget=None)
+    assert (config.name, config.epochs, config.time_budget) == ("mine", 3, None)
     assert config.model == RECIPES["fmnist-fast"].values["model"]
+
+
+def test_epochs_beside_a_recipes_budget_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"epochs=3 and time_budget='5m'.*none"):
+        TrainConfig.from_recipe("fmnist-fast", epochs=3)
 
 
 def test_unknown_recipe_names_the_valid_ones() -> None:
@@ -50,7 +55,7 @@ def test_cli_applies_recipe_then_yaml_then_flags(
 
     monkeypatch.setattr("cnnlab.runs.run_training", fake_run)
     yaml_file = tmp_path / "c.yaml"
-    yaml_file.write_text("epochs: 3\nlr: 0.05\n")
+    yaml_file.write_text("epochs: 3\ntime_budget: none\nlr: 0.05\n")
     args = ["train", "--recipe", "fmnist-fast", "--config", str(yaml_file), "--lr", "0.2"]
     assert main(args) == 0
     config = seen[-1]

@@ -58,15 +58,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     explicit_epochs = "epochs" in overrides or (args.config and "epochs" in read_yaml(args.config))
     config = TrainConfig.from_dict({**values, **overrides})
     length = f"{config.epochs} epochs"
+    if explicit_epochs:
+        config.check_epochs_or_budget()
     budget = parse_duration(config.time_budget)
     if budget is not None:
-        if explicit_epochs:
-            raise ConfigError(
-                f"received epochs={config.epochs} and time_budget={config.time_budget!r}: a "
-                "budget chooses how many steps to train on this machine, so it cannot also "
-                "train a fixed number of epochs; drop --epochs, or add --time-budget none "
-                "to train a fixed number of epochs"
-            )
         length = f"a {format_duration(budget)} time budget"
     print(f"training {config.model} on {config.dataset} for {length} -> {config.run_dir}")
     print(f"cpu: {cpu_kind()}, {os.cpu_count()} cores")

@@ -29,17 +29,19 @@ afterwards), this measurement (~``PROBE_SECONDS`` s) and writing the report.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from cnnlab.core.errors import ConfigError
+from cnnlab.core.errors import CheckpointError, ConfigError
 from cnnlab.engine import evaluator
 from cnnlab.engine.step import TrainStep
 from cnnlab.tasks.base import Targets, Task
@@ -232,6 +234,26 @@ def plan_steps(
         val_images=val_images,
         test_images=test_images,
     )
+
+
+def resumed_plan(saved: Any, wanted: Any, plan_file: Path, checkpoint: Path) -> BudgetPlan | None:
+    """The plan a run being resumed made (None if it had no budget).
+
+    Raises:
+        ConfigError: if the run was started with another budget (or none) than ``wanted``.
+        CheckpointError: if the budgeted run's plan file is missing.
+    """
+    if parse_duration(saved) != parse_duration(wanted):
+        raise ConfigError(
+            f"{checkpoint} was written by a run with time_budget={saved!r}, received "
+            f"time_budget={wanted!r}; resume with the run's own --time-budget "
+            f"{saved if saved is not None else 'none'}"
+        )
+    if saved is None:
+        return None
+    if not plan_file.exists():
+        raise CheckpointError(f"{plan_file}: the budgeted run's plan is missing")
+    return BudgetPlan.from_dict(json.loads(plan_file.read_text()))
 
 
 def time_training_steps(

@@ -166,7 +166,21 @@ class TrainConfig:
         """A shipped recipe's values (cnnlab.engine.recipes), then ``overrides`` (``name=`` too)."""
         from cnnlab.engine.recipes import recipe_values
 
-        return cls.from_dict({**recipe_values(recipe), **overrides})
+        config = cls.from_dict({**recipe_values(recipe), **overrides})
+        if "epochs" in overrides:
+            config.check_epochs_or_budget()
+        return config
+
+    def check_epochs_or_budget(self) -> None:
+        """For an ``epochs`` the user gave: refuse it beside a time budget (which chooses
+        the steps itself) rather than ignore it."""
+        if parse_duration(self.time_budget) is not None:
+            raise ConfigError(
+                f"received epochs={self.epochs} and time_budget={self.time_budget!r}: a "
+                "budget chooses how many steps to train on this machine, so it cannot also "
+                "train a fixed number of epochs; drop epochs, or set time_budget to none "
+                "(--time-budget none) to train a fixed number of epochs"
+            )
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], /, **overrides: Any) -> TrainConfig:

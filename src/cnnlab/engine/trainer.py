@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +29,7 @@ from cnnlab.engine.callbacks import Callback, EarlyStopping
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.ema import WeightEMA
+from cnnlab.engine.history import epoch_line, history_csv, is_scalar
 from cnnlab.engine.optim import Schedule, build_optimizer
 from cnnlab.engine.step import TrainStep
 from cnnlab.engine.whiten import MAX_IMAGES as MAX_WHITEN_IMAGES
@@ -42,16 +40,6 @@ from cnnlab.tasks.base import Targets
 # Tuning costs a few seconds, once per model, shape and machine (the choice is cached);
 # runs shorter than this use autotune.untuned_default instead.
 MIN_TUNE_STEPS = 200
-HISTORY_FIELDS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "seconds",
-    "images_per_second",
-)  # fmt: skip  (a classifier's columns; other tasks name their own metrics)
 
 
 class Trainer:
@@ -183,7 +171,7 @@ class Trainer:
             row = self._run_epoch(train_loader, x_val, y_val)
             self.history.append(row)
             self.epoch += 1
-            self.log(_epoch_line(row, self.plan.epochs if self.plan else epochs))
+            self.log(epoch_line(row, self.plan.epochs if self.plan else epochs))
             self._emit("after_epoch")
             if self.save:
                 self._checkpoint()
@@ -207,7 +195,7 @@ class Trainer:
         train_loss, train_metrics, seen = self._train_epoch(loader)
         seconds = time.perf_counter() - started
         row: dict[str, float] = {"epoch": self.epoch + 1, "train_loss": train_loss}
-        row |= {f"train_{k}": v for k, v in train_metrics.items() if _scalar(v)}
+        row |= {f"train_{k}": v for k, v in train_metrics.items() if is_scalar(v)}
         row |= {
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": seconds,
@@ -215,7 +203,7 @@ class Trainer:
         }
         if x_val is not None and y_val is not None:
             val = self.evaluate(x_val, y_val)
-            row |= {f"val_{k}": v for k, v in val.items() if k != "n" and _scalar(v)}
+            row |= {f"val_{k}": v for k, v in val.items() if k != "n" and is_scalar(v)}
         self.monitored_loss = row.get("val_loss", train_loss)
         self.schedule.after_epoch(self.monitored_loss)
         if self.watch is not None:
@@ -421,17 +409,9 @@ class Trainer:
         seconds = budget.parse_duration(cfg.time_budget)
         if state is not None:  # the plan the run made, exactly: never measured again
             saved = state.get("config", {}).get("time_budget")
-            if budget.parse_duration(saved) != seconds:
-                raise ConfigError(
-                    f"{self.checkpoint_path} was written by a run with time_budget={saved!r}, "
-                    f"received time_budget={cfg.time_budget!r}; resume with the run's own "
-                    f"--time-budget {saved if saved is not None else 'none'}"
-                )
-            if seconds is None:
-                return None
-            if not self.files.budget.exists():
-                raise CheckpointError(f"{self.files.budget}: the budgeted run's plan is missing")
-            return budget.BudgetPlan.from_dict(json.loads(self.files.budget.read_text()))
+            return budget.resumed_plan(
+                saved, cfg.time_budget, self.files.budget, self.checkpoint_path
+            )
         if seconds is None or cfg.fast_dev_run:
             return None
         step_seconds = self._time_step(data, x_train, y_train)
@@ -555,46 +535,3 @@ class Trainer:
         self.global_step = int(state.get("global_step", self.epoch * self.steps_per_epoch))
         self.history = list(state["history"])
         self.log(f"resumed from {path} after epoch {self.epoch}")
-
-
-def history_csv(history: list[dict[str, float]]) -> str:
-    """The history as CSV text, one row per epoch.
-
-    A classifier's columns are HISTORY_FIELDS; other tasks' metric columns take the
-    place of the accuracies, in the order the rows first name them.
-    """
-    fields = list(HISTORY_FIELDS)
-    seen = [key for row in history for key in row]
-    if seen and not set(seen) <= set(HISTORY_FIELDS):
-        fields = list(dict.fromkeys(seen))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    return out.getvalue()
-
-
-def _epoch_line(row: dict[str, float], epochs: int) -> str:
-    line = f"epoch {int(row['epoch'])}/{epochs}  loss {row['train_loss']:.4f}"
-    line += "".join(f"  {_short(k[6:])} {v:.4f}" for k, v in row.items() if _shown(k, "train_"))
-    if "val_loss" in row:
-        line += f"  val_loss {row['val_loss']:.4f}"
-        line += "".join(
-            f"  val_{_short(k[4:])} {v:.4f}" for k, v in row.items() if _shown(k, "val_")
-        )
-    return (
-        line + f"  lr {row['lr']:.3g}  {row['seconds']:.1f}s  {row['images_per_second']:.0f} img/s"
-    )
-
-
-def _shown(key: str, prefix: str) -> bool:
-    return key.startswith(prefix) and key != f"{prefix}loss"
-
-
-def _short(metric: str) -> str:
-    return "acc" if metric == "accuracy" else metric
-
-
-def _scalar(value: Any) -> bool:
-    """History columns hold numbers; per-class lists stay in metrics.json."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
