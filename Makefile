@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-recipes data browser install clean
+.PHONY: demo test lint bench bench-recipes bench-budget data browser install clean
 
 demo: $(STAMP) data
 	$(VENV)/bin/cnnlab train --recipe fmnist-fast --name demo
@@ -34,6 +34,13 @@ bench: $(STAMP) data .venv-keras/.installed
 # Time-to-accuracy of the shipped recipes: 3 seeds each (fmnist-fast ~15 min).
 bench-recipes: $(STAMP) data
 	$(PY) benchmarks/recipes.py fmnist-fast --json runs/recipe-fmnist-fast.json
+
+# Accuracy by time budget on this machine: 2 and 5 minutes x 3 seeds (~25 min), then
+# 15 minutes x 1 seed; the 60-minute point is `--recipe fmnist-best --budgets 60m --seeds 0`.
+bench-budget: $(STAMP) data
+	@mkdir -p runs
+	$(PY) benchmarks/budget_curve.py --budgets 2m 5m --seeds 0 1 2 --json runs/budget-curve.json
+	$(PY) benchmarks/budget_curve.py --budgets 15m --seeds 0 --json runs/budget-curve-15m.json
 
 install: $(STAMP)
 

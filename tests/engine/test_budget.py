@@ -309,3 +309,18 @@ def test_cli_refuses_epochs_with_a_budget(
     assert code == 2
     err = capsys.readouterr().err
     assert "epochs=3 and time_budget='5m'" in err and "--time-budget none" in err
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (300, "5 min"),
+        (90, "1.5 min"),
+        (100, "100 s"),
+        (5400, "1.5 h"),
+        (3600, "1 h"),
+        (45.4, "45 s"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert budget.format_duration(seconds) == text
