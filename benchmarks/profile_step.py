@@ -10,12 +10,19 @@ over backward conv time) next to the matmul peak, to separate slow kernels from 
 spent outside them.
 
     .venv/bin/python benchmarks/profile_step.py [--steps 20] [--threads 2]
+
+To see the kernels an AVX2-only CPU runs from a newer one, cap the instruction sets of
+oneDNN and of PyTorch's own kernels. This changes the code paths, not the core, clock or
+caches: a guide to where an AVX2 machine's time goes, not a measurement of one.
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 .venv/bin/python benchmarks/profile_step.py
 """
 
 from __future__ import annotations  # noqa: I001 (cnnlab loads first: see below)
 
 import argparse
 import collections
+import os
 import time
 
 import cnnlab  # noqa: F401  (before torch: it sets GOMP_SPINCOUNT, read as torch loads)
@@ -23,6 +30,7 @@ import torch
 from torch import nn
 from torch.autograd.profiler_util import FunctionEvent
 
+from cnnlab.core.cpu import cpu_kind
 from cnnlab.engine.bench import forward_flops, make_train_step, matmul_peak
 from cnnlab.inspect.summary import layer_macs
 from cnnlab.models import create_model
@@ -143,6 +151,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "not capped")
+    print(f"cpu: {cpu_kind()}; oneDNN ISA {isa}; torch {torch.backends.cpu.get_cpu_capability()}")
     prof, wall, model = profile(args.steps, args.warmup)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
     seconds = print_kinds(prof, wall, args.steps)
