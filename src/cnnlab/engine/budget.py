@@ -12,13 +12,14 @@ with a number of optimizer steps chosen before training starts:
    warms up and anneals within the budget. The last epoch may be partial.
 3. The plan is written to the run folder (``budget.json``): ``--resume`` reads it back
    instead of measuring again, so a resumed run takes exactly the steps it planned.
-4. After the first epoch the plan is made again from that epoch's real rate, when it
-   differs from the measured one by more than ``REPLAN_TOLERANCE`` and another epoch is
-   to come; the schedule is laid out again over the new length (during one-cycle's
-   warm-up for runs of 4 epochs or more; in shorter runs the learning rate moves a
-   little at that step). A few seconds of probing on a shared machine are a small
-   sample: on 2 cores of an AMD EPYC (Zen 4), with two members probing at once, the
-   probe said 0.124-0.164 s/step and first epochs ran at 0.115-0.142.
+4. At the start of every epoch the plan is made again when the epochs so far (median
+   rate, per-epoch costs included) ran more than ``REPLAN_TOLERANCE`` off the plan's
+   rate; the schedule is laid out again over the new length and stepped to where the run
+   is (a re-plan mid-anneal moves the learning rate a little at that step). A few
+   seconds of probing on a shared machine are a small sample: on 2 cores of an AMD EPYC
+   (Zen 4), with two members probing at once, the probe said 0.124-0.164 s/step and
+   first epochs ran at 0.115-0.142; and first epochs ran ~10% slower than later ones
+   (31 s, then 27-28 s), so a plan made only once used 89% of the budget.
 5. From then on the step time is watched. A run that falls behind by more than
    ``DRIFT_WARN`` is told so; one that would overrun the budget by more than
    ``HARD_STOP - 1`` stops there and says so, at the real time.
@@ -30,6 +31,7 @@ afterwards), this measurement (~``PROBE_SECONDS`` s) and writing the report.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import re
@@ -55,8 +57,7 @@ PROBE_SECONDS = 3.0  # timed training steps last at least this long...
 PROBE_MIN_STEPS = 5  # ...and count at least this many
 PROBE_WARMUP = 3  # untimed first steps: oneDNN picks its kernels on the first calls
 EVAL_PROBE_IMAGES = 512  # images timed to estimate evaluation
-REPLAN_TOLERANCE = 0.03  # plan again after epoch 1 if its rate is this far off the probe's
-REPLAN_MIN_EPOCHS = 2  # ...and at least one more epoch is to come
+REPLAN_TOLERANCE = 0.03  # plan again when the rate seen is this far off the plan's
 DRIFT_WARN = 1.10  # warn when the run is projected to end past 110% of the budget
 HARD_STOP = 1.10  # ...and stop training when it reaches it
 _UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -331,6 +332,7 @@ class BudgetWatch:
         plan: the plan being followed.
         log: where warnings and the closing line go.
         already: seconds spent before this process (a resumed run's earlier epochs).
+        steps: steps taken before this process.
     """
 
     def __init__(
@@ -339,12 +341,15 @@ class BudgetWatch:
         log: Callable[[str], None],
         *,
         already: float = 0.0,
+        steps: int = 0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.plan, self.log, self.clock = plan, log, clock
         self.started = clock() - already
         self.warned = False
         self.stopped_early = False
+        self.rate = plan.step_seconds  # seconds per step the current plan assumes
+        self.epoch_starts = [(steps, already)]  # (steps done, elapsed) at each epoch start
 
     def elapsed(self) -> float:
         return self.clock() - self.started
@@ -368,26 +373,37 @@ class BudgetWatch:
         return True
 
     def replan(self, steps_done: int) -> int | None:
-        """At the start of the second epoch of a fresh run: the new total of steps, when
-        the first epoch's rate (its checkpoint and other overheads included) is more than
-        ``REPLAN_TOLERANCE`` off the measured one; else None. See the module's notes."""
+        """At the start of an epoch: the new total of steps when the epochs so far ran
+        more than ``REPLAN_TOLERANCE`` off the plan's rate, else None.
+
+        The rate seen is the median over this process's epochs of (wall time - the
+        validation's share) / steps: checkpoints and other per-epoch costs included, and
+        robust to one slow epoch. See the module's notes.
+        """
         plan = self.plan
-        if steps_done != plan.steps_per_epoch or "replanned_from" in plan.used:
+        now = self.elapsed()
+        if steps_done >= plan.total_steps or steps_done <= self.epoch_starts[-1][0]:
             return None
+        self.epoch_starts.append((steps_done, now))
         validation = plan.val_images * plan.eval_seconds_per_image
-        observed = (self.elapsed() - validation) / steps_done
-        off = abs(observed / plan.step_seconds - 1)
-        if plan.epochs < REPLAN_MIN_EPOCHS or off <= REPLAN_TOLERANCE:
+        seen = statistics.median(
+            (t1 - t0 - validation) / (s1 - s0)
+            for (s0, t0), (s1, t1) in itertools.pairwise(self.epoch_starts)
+        )
+        if abs(seen / self.rate - 1) <= REPLAN_TOLERANCE:
             return None
         total = steps_that_fit(
-            plan.budget_seconds * SAFETY - self.elapsed(), observed, plan.eval_seconds_per_image,
+            plan.budget_seconds * SAFETY - now, seen, plan.eval_seconds_per_image,
             plan.steps_per_epoch, plan.val_images, plan.test_images, done=steps_done,
         )  # fmt: skip
-        plan.used |= {"replanned_from": plan.total_steps, "first_epoch_step_seconds": observed}
+        plan.used.setdefault("replanned_from", plan.total_steps)
+        plan.used["replans"] = plan.used.get("replans", 0) + 1
+        plan.used["step_seconds_seen"] = seen
         self.log(
-            f"time budget: the first epoch ran at {observed:.3f} s/step, not the "
-            f"{plan.step_seconds:.3f} measured: {total:,} steps instead of {plan.total_steps:,}"
+            f"time budget: steps ran at {seen:.3f} s, not {self.rate:.3f}: "
+            f"{total:,} steps instead of {plan.total_steps:,}"
         )
+        self.rate = seen
         plan.total_steps, plan.epochs = total, math.ceil(total / plan.steps_per_epoch)
         return total
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -85,8 +86,10 @@ class Schedule:
 
     def fast_forward(self, steps: int) -> None:
         """Step a new schedule to where the run is (a time budget planned again)."""
-        for _ in range(steps):
-            self.after_batch()
+        with warnings.catch_warnings():  # stepping without optimizer steps is the point here
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            for _ in range(steps):
+                self.after_batch()
 
     def after_batch(self) -> None:
         if not isinstance(self.scheduler, lr_scheduler.ReduceLROnPlateau):

@@ -162,7 +162,9 @@ class Trainer:
         if self.plan is not None:  # earlier epochs of a resumed run count against the budget
             spent = sum(row["seconds"] for row in self.history)
             spent += self.epoch * self.plan.val_images * self.plan.eval_seconds_per_image
-            self.watch = budget.BudgetWatch(self.plan, self.log, already=spent)
+            self.watch = budget.BudgetWatch(
+                self.plan, self.log, already=spent, steps=self.global_step
+            )
         # 5. The loop: train an epoch, validate, record, checkpoint.
         while self.epoch < (self.plan.epochs if self.plan else epochs) and not self.stop_training:
             if self.watch is not None and not self._follow_budget():
@@ -219,11 +221,15 @@ class Trainer:
             return False
         total = self.watch.replan(self.global_step)
         if total is not None:
-            self.schedule = Schedule(self.optimizer, self.config, self.steps_per_epoch, total)
-            self.schedule.fast_forward(self.global_step)
+            self._lay_schedule(total)
             if self.save:
                 write_json(self.files.budget, self.watch.plan.to_dict())
         return True
+
+    def _lay_schedule(self, total_steps: int) -> None:
+        """A per-batch schedule laid over ``total_steps``, stepped to where the run is."""
+        self.schedule = Schedule(self.optimizer, self.config, self.steps_per_epoch, total_steps)
+        self.schedule.fast_forward(self.global_step)
 
     def _train_epoch(self, loader: BatchLoader) -> tuple[float, dict[str, float], int]:
         self.model.train()
@@ -533,5 +539,9 @@ class Trainer:
             ) from None
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", self.epoch * self.steps_per_epoch))
+        if self.plan is not None and self.schedule.per_batch:
+            # The plan may have been made again after this checkpoint was written: lay the
+            # schedule over the plan's steps, as the uninterrupted run did.
+            self._lay_schedule(self.plan.total_steps)
         self.history = list(state["history"])
         self.log(f"resumed from {path} after epoch {self.epoch}")
