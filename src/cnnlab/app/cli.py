@@ -53,9 +53,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from cnnlab.engine.recipes import recipe_values
 
         values.update(recipe_values(args.recipe))
-    if args.config:
-        values.update(read_yaml(args.config))
-    explicit_epochs = "epochs" in overrides or (args.config and "epochs" in read_yaml(args.config))
+    from_file = read_yaml(args.config) if args.config else {}
+    values.update(from_file)
+    explicit_epochs = "epochs" in overrides or "epochs" in from_file
     config = TrainConfig.from_dict({**values, **overrides})
     length = f"{config.epochs} epochs"
     if explicit_epochs:

@@ -73,26 +73,24 @@ def parse_duration(value: Any) -> float | None:
     """
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
         return None
-    expected = 'seconds (300) or a duration ("90s", "5m", "1.5h", "1m30s")'
-    if isinstance(value, bool):
-        raise ConfigError(f"Expected time_budget as {expected}, received {value!r}")
-    if isinstance(value, int | float):
+    text = "".join(value.lower().split()) if isinstance(value, str) else ""
+    parts = list(_PART.finditer(text))
+    if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str):
-        text = "".join(value.lower().split())
-        parts = list(_PART.finditer(text))
-        if not parts or "".join(p.group(0) for p in parts) != text:
-            raise ConfigError(f"Expected time_budget as {expected}, received {value!r}")
+    elif parts and "".join(p.group(0) for p in parts) == text:
         seconds = sum(float(p.group(1)) * _UNITS[p.group(2) or ""] for p in parts)
     else:
-        raise ConfigError(f"Expected time_budget as {expected}, received {value!r}")
+        raise ConfigError(
+            'Expected time_budget as seconds (300) or a duration ("90s", "5m", "1.5h", '
+            f'"1m30s"), received {value!r}'
+        )
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"Expected a positive time_budget, received {value!r}")
     return seconds
 
 
 def format_duration(seconds: float) -> str:
-    """``300`` -> "5 min", ``90`` -> "90 s", ``5400`` -> "1.5 h"."""
+    """``300`` -> "5 min", ``90`` -> "1.5 min", ``100`` -> "100 s", ``5400`` -> "1.5 h"."""
     if seconds >= 3600 and seconds % 360 == 0:
         return f"{seconds / 3600:g} h"
     if seconds >= 60 and seconds % 6 == 0:

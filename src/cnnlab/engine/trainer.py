@@ -100,6 +100,14 @@ class Trainer:
         return RunDir(self.run_dir)
 
     @property
+    def epochs(self) -> int:
+        """Epochs this fit runs: a time budget's plan (which may be made again), else the
+        config's (1 for fast_dev_run)."""
+        if self.plan is not None:
+            return self.plan.epochs
+        return 1 if self.config.fast_dev_run else self.config.epochs
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.files.checkpoint
 
@@ -138,8 +146,7 @@ class Trainer:
         # 3. Loaders, the time budget's plan (if any), optimizer and schedule.
         train_loader = self._loader(x_train, y_train, data, self.generator)
         self.steps_per_epoch = len(train_loader)
-        self.plan = self._plan_budget(data, x_train, y_train, x_val, len(train_loader), state)
-        epochs = 1 if cfg.fast_dev_run else (self.plan.epochs if self.plan else cfg.epochs)
+        self.plan = self._plan_budget(data, x_train, y_train, x_val, state)
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
         total_steps = self.plan.total_steps if self.plan else None
         self.schedule = Schedule(self.optimizer, cfg, len(train_loader), total_steps)
@@ -166,14 +173,14 @@ class Trainer:
                 self.plan, self.log, already=spent, steps=self.global_step
             )
         # 5. The loop: train an epoch, validate, record, checkpoint.
-        while self.epoch < (self.plan.epochs if self.plan else epochs) and not self.stop_training:
+        while self.epoch < self.epochs and not self.stop_training:
             if self.watch is not None and not self._follow_budget():
                 break
             self._emit("before_epoch")
             row = self._run_epoch(train_loader, x_val, y_val)
             self.history.append(row)
             self.epoch += 1
-            self.log(epoch_line(row, self.plan.epochs if self.plan else epochs))
+            self.log(epoch_line(row, self.epochs))
             self._emit("after_epoch")
             if self.save:
                 self._checkpoint()
@@ -350,7 +357,7 @@ class Trainer:
         """
         cfg = self.config
         if n_train is None:
-            n_train = len(data.x_train) - int(len(data.x_train) * cfg.val_split)
+            n_train = train_images(data, cfg.val_split)
         task = self._resolve_task(data)
         batches = n_train // cfg.batch_size
         if cfg.limit_batches:
@@ -407,17 +414,16 @@ class Trainer:
         x_train: torch.Tensor,
         y_train: Targets,
         x_val: torch.Tensor | None,
-        steps_per_epoch: int,
         state: dict[str, Any] | None,
     ) -> budget.BudgetPlan | None:
         """With a time budget: the resumed run's plan, or a new one measured here."""
         cfg = self.config
-        seconds = budget.parse_duration(cfg.time_budget)
         if state is not None:  # the plan the run made, exactly: never measured again
             saved = state.get("config", {}).get("time_budget")
             return budget.resumed_plan(
                 saved, cfg.time_budget, self.files.budget, self.checkpoint_path
             )
+        seconds = budget.parse_duration(cfg.time_budget)
         if seconds is None or cfg.fast_dev_run:
             return None
         step_seconds = self._time_step(data, x_train, y_train)
@@ -429,7 +435,7 @@ class Trainer:
             test_images = min(test_images, cfg.limit_eval_batches * cfg.eval_batch_size)
         plan = budget.plan_steps(
             seconds, step_seconds=step_seconds, eval_seconds_per_image=per_image,
-            steps_per_epoch=steps_per_epoch, val_images=0 if x_val is None else len(x_val),
+            steps_per_epoch=self.steps_per_epoch, val_images=0 if x_val is None else len(x_val),
             test_images=test_images,
         )  # fmt: skip
         self.log(plan.describe())
@@ -545,3 +551,8 @@ class Trainer:
             self._lay_schedule(self.plan.total_steps)
         self.history = list(state["history"])
         self.log(f"resumed from {path} after epoch {self.epoch}")
+
+
+def train_images(data: ImageDataset, val_split: float) -> int:
+    """Training images left once ``val_split`` of them are held out for validation."""
+    return len(data.x_train) - int(len(data.x_train) * val_split)

@@ -33,7 +33,7 @@ from cnnlab.data.dataset import ImageDataset
 from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.predictor import evaluate_model, task_of
-from cnnlab.engine.trainer import Trainer
+from cnnlab.engine.trainer import Trainer, train_images
 from cnnlab.models.ensemble import Ensemble, build_model
 from cnnlab.models.saved import freeze, frozen_names
 from cnnlab.runs.run import build_model as build_run_model
@@ -112,14 +112,14 @@ def tune_once(member: TrainConfig, data: ImageDataset) -> str:
     timing theirs chose differently (channels_last 1.64x vs channels_last+compile 1.22x
     in one run on an AVX2 machine).
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(member.threads or previous)
-    try:
-        torch.manual_seed(member.seed)
-        trainer = Trainer(build_run_model(member, data), member, log=lambda line: None)
-        return trainer.choose_cpu_settings(data).message()
-    finally:
-        torch.set_num_threads(previous)
+    with num_threads(member.threads):
+        return _quiet_trainer(member, data).choose_cpu_settings(data).message()
+
+
+def _quiet_trainer(member: TrainConfig, data: ImageDataset) -> Trainer:
+    """A Trainer for ``member`` that trains nothing: what choosing and timing ask of."""
+    torch.manual_seed(member.seed)
+    return Trainer(build_run_model(member, data), member, log=lambda line: None)
 
 
 def one_model_instead(
@@ -135,11 +135,9 @@ def one_model_instead(
     if seconds is None or config.ensemble_min_epochs is None:
         return None
     with num_threads(member.threads):
-        torch.manual_seed(member.seed)
-        trainer = Trainer(build_run_model(member, data), member, log=lambda line: None)
-        step = trainer.measure_step(data)
-    train_images = len(data.x_train) - int(len(data.x_train) * config.val_split)
-    epochs = seconds / (step * max(1, train_images // config.batch_size))
+        step = _quiet_trainer(member, data).measure_step(data)
+    batches = train_images(data, config.val_split) // config.batch_size
+    epochs = seconds / (step * max(1, batches))
     if epochs >= config.ensemble_min_epochs:
         print(f"time budget: ~{epochs:.1f} epochs per member at {step:.3f} s/step", flush=True)
         return None
