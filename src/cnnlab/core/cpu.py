@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,39 @@ from cnnlab.core.errors import ConfigError
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of bf16 dot products
 
+# The two switches that keep torch to an older instruction set on a newer CPU: oneDNN's
+# (convolutions, matmuls) and ATen's own kernels' (BN, ReLU, adds). Set to AVX2 they make an
+# AVX-512 machine run the kernels an AVX2-only one runs: how cnnlab's AVX2 figures can be
+# approximated without that machine (BENCHMARKS.md says where they were).
+ISA_SWITCHES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def isa_cap(environ: Mapping[str, str] | None = None) -> str | None:
+    """"AVX2" when torch is held to AVX2 by ONEDNN_MAX_CPU_ISA or ATEN_CPU_CAPABILITY,
+    "pre-AVX2" when to less (SSE4.1, AVX, ATen's scalar ``default``), else None. A cap
+    turns native bf16 off, whatever the CPU's flags say.
+    """
+    env = os.environ if environ is None else environ
+    caps = []
+    for switch in ISA_SWITCHES:
+        value = env.get(switch, "").strip().lower()
+        if value.startswith("avx2"):
+            caps.append("AVX2")
+        elif value in ("sse41", "avx", "default"):
+            caps.append("pre-AVX2")
+    if not caps:
+        return None
+    return "pre-AVX2" if "pre-AVX2" in caps else "AVX2"
+
 
 def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
     """The CPU flag that gives native bf16 matmuls (AMX, AVX-512 BF16), or None.
 
     Without one, torch still runs bf16 but converts to fp32 on the way: slower, not faster.
+    Under an AVX2 cap (:func:`isa_cap`) oneDNN may not use the flag, so there is none.
     """
+    if isa_cap() is not None:
+        return None
     try:
         flags = set(Path(cpuinfo).read_text().split())
     except OSError:  # not Linux: ask torch's own CPU feature check
@@ -56,6 +84,10 @@ def cpu_kind(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
         kind = "AVX2, no AVX-512"
     else:
         kind = "no AVX2"
+    cap = isa_cap()
+    if cap is not None and kind != "no AVX2":
+        switches = ", ".join(f"{s}={os.environ[s]}" for s in ISA_SWITCHES if s in os.environ)
+        kind = f"{cap} kernels only ({switches}) on {kind}"
     return f"{name} ({kind})"
 
 

@@ -19,7 +19,7 @@ Decisions (issue 6, item 4):
   the baseline: on a shared machine load drifts, and neighbours in time see the same.
 - The decision is cached in ``<cache>/autotune.json`` (the data cache folder,
   ``$CNNLAB_DATA`` or ``~/.cache/cnnlab``), keyed by model, input shape, batch size,
-  threads, torch version and CPU (name and flags). A decision taken while the machine
+  threads, torch version, CPU (name and flags) and torch's instruction-set caps. A decision taken while the machine
   was busy stays until that file is deleted; fixing a field in the config overrides it.
 
 Measured on the shared 2-core development machine (avx512_bf16, no AMX; 3 other agents
@@ -45,6 +45,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import math
 import platform
 import statistics
@@ -58,6 +59,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.core.cpu import ISA_SWITCHES
 from cnnlab.core.cpu import native_bf16 as cpu_bf16_flag
 from cnnlab.core.io import write_json
 from cnnlab.data.download import default_cache_dir
@@ -435,6 +437,9 @@ def cache_key(
         "torch": torch.__version__,
         "cpu": cpu,
         "cpu_flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
+        # torch held to older kernels (ONEDNN_MAX_CPU_ISA=AVX2...) runs other code: bf16
+        # that was fast uncapped is emulated, ~10x slower, under an AVX2 cap.
+        "isa_switches": {s: os.environ[s] for s in ISA_SWITCHES if s in os.environ},
         "fixed": fixed,
     }
     text = json.dumps(described, sort_keys=True, default=str)
