@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from cnnlab.core.cpu import cpu_kind
 from cnnlab.core.errors import CnnlabError, ConfigError, ShapeMismatchError, UnknownNameError
 from cnnlab.engine.budget import format_duration, parse_duration
-from cnnlab.engine.config import TrainConfig, read_yaml
+from cnnlab.engine.config import TrainConfig, read_yaml, yaml_value
 
 USAGE_ERRORS = (UnknownNameError, ConfigError, ShapeMismatchError)  # exit code 2, like argparse
 
@@ -37,7 +36,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             )  # fmt: skip
         else:
             group.add_argument(
-                flag, dest=field.name, type=yaml.safe_load, default=argparse.SUPPRESS,
+                flag, dest=field.name, type=yaml_value, default=argparse.SUPPRESS,
                 metavar="VALUE", help=f"(default: {default!s})",
             )  # fmt: skip
 
@@ -130,6 +129,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"error: {r.path}: {r.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_coco_eval(args: argparse.Namespace) -> int:
+    from cnnlab.core.io import write_json
+    from cnnlab.tasks.coco_eval import evaluate_coco_files, format_table
+
+    result = evaluate_coco_files(args.ground_truth, args.results)
+    print(format_table(result))
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -281,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "coco-eval", help="COCO box AP/AR of a results file (the same numbers as pycocotools)"
+    )
+    p.add_argument("ground_truth", help="COCO ground-truth JSON (images, annotations, categories)")
+    p.add_argument("results", help="COCO results JSON: [{image_id, category_id, bbox, score}]")
+    p.add_argument("--json", help="also write the 12 numbers, per-class AP and PR curves here")
+    p.set_defaults(func=cmd_coco_eval)
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, memory and rf")
     p.add_argument("model", help="registered model name or saved model folder")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ ISA_SWITCHES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
 def isa_cap(environ: Mapping[str, str] | None = None) -> str | None:
-    """"AVX2" when torch is held to AVX2 by ONEDNN_MAX_CPU_ISA or ATEN_CPU_CAPABILITY,
+    """ "AVX2" when torch is held to AVX2 by ONEDNN_MAX_CPU_ISA or ATEN_CPU_CAPABILITY,
     "pre-AVX2" when to less (SSE4.1, AVX, ATen's scalar ``default``), else None. A cap
     turns native bf16 off, whatever the CPU's flags say.
     """

@@ -45,8 +45,8 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import os
 import math
+import os
 import platform
 import statistics
 import time

@@ -188,6 +188,22 @@ class TrainConfig:
         return cls.from_dict({**read_yaml(path), **overrides})
 
 
+def yaml_value(text: str) -> Any:
+    """A YAML scalar as a user means it: YAML 1.1 reads ``1e-4`` (no dot) as a string, and
+    nobody writing ``--weight-decay 1e-4`` means one."""
+    value = yaml.safe_load(text)
+    return _number_if_float(value)
+
+
+def _number_if_float(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value.lower() for c in ".e") else value
+        except ValueError:
+            return value
+    return value
+
+
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping of config keys in a YAML file (not yet checked against the fields)."""
     try:
@@ -200,4 +216,4 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(
             f"config file {path}: expected a mapping of keys, received {type(values).__name__}"
         )
-    return values
+    return {key: _number_if_float(value) for key, value in values.items()}

@@ -38,9 +38,9 @@ class Prediction:
 def task_of(model: nn.Module) -> Task:
     """The task a saved (or trained) model was built for, with its recorded settings."""
     record = record_of(model)
-    if record is None:
-        return get_task("classify")
-    return get_task(record.task, **record.task_args)
+    task = get_task("classify") if record is None else get_task(record.task, **record.task_args)
+    task.bind(model)
+    return task
 
 
 def settings_of(model: nn.Module, batch_size: int = 500) -> EvalSettings:

@@ -112,12 +112,18 @@ class Trainer:
         return self.files.checkpoint
 
     def _resolve_task(self, data: ImageDataset | None) -> Task:
-        """The task object: given, named by the config, or the dataset's default."""
+        """The task object (given, named by the config, or the dataset's default), bound to
+        the model and, with ``data``, having checked that the data fit it."""
         chosen = self._task if self._task is not None else (data.task if data else "classify")
         if isinstance(chosen, Task):
-            return chosen
-        options = {"label_smoothing": self.config.label_smoothing, **self.config.task_args}
-        return get_task(chosen, **options)
+            task = chosen
+        else:
+            options = {"label_smoothing": self.config.label_smoothing, **self.config.task_args}
+            task = get_task(chosen, **options)
+        task.bind(self.model)
+        if data is not None:
+            task.check_data(data)
+        return task
 
     # -- fit -------------------------------------------------------------------------------
 
@@ -135,7 +141,6 @@ class Trainer:
         # 2. Split, measure normalisation on the training part, check the data fit the
         #    task and the model fits the data.
         self.task = self._resolve_task(data)
-        self.task.check_data(data)
         x_train, y_train, x_val, y_val = self._split(data)
         mean, std = data.channel_stats()
         self.normalize = Normalize(mean, std)
@@ -240,7 +245,7 @@ class Trainer:
 
     def _train_epoch(self, loader: BatchLoader) -> tuple[float, dict[str, float], int]:
         self.model.train()
-        metrics = self.task.metrics()
+        metrics = self.task.train_metrics()
         loss_sum = torch.zeros((), dtype=torch.float64)
         seen = 0
         started = time.perf_counter()

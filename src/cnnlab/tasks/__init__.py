@@ -3,13 +3,14 @@
 Importing this package registers every task; ``get_task(name)`` returns one.
 """
 
-from cnnlab.tasks import classify, keypoints, multilabel, segment
+from cnnlab.tasks import classify, detect, keypoints, multilabel, segment
 from cnnlab.tasks.base import Task, as_targets, get_task, list_tasks, register_task
 
 __all__ = [
     "Task",
     "as_targets",
     "classify",
+    "detect",
     "get_task",
     "keypoints",
     "list_tasks",

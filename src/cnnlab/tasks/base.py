@@ -49,6 +49,10 @@ class Task:
 
     # -- data and model checks, before any training ---------------------------------------
 
+    def bind(self, model: nn.Module) -> None:
+        """Learn what the task must know of the model it trains or runs (a detector's
+        priors); most tasks need nothing."""
+
     def check_data(self, data: Any) -> None:
         """Raise ConfigError naming the dataset, the field, what was received and expected."""
         for split, targets in (("train", data.targets_train), ("test", data.targets_test)):
@@ -113,6 +117,10 @@ class Task:
         """A fresh, empty set of metrics."""
         raise NotImplementedError
 
+    def train_metrics(self) -> Metrics:
+        """The metrics kept on the training batches as they pass (the epoch's line)."""
+        return self.metrics()
+
     # -- evaluation -----------------------------------------------------------------------
 
     def eval_outputs(self, model: nn.Module, x: Tensor, tta: Any) -> Tensor:
@@ -167,6 +175,17 @@ def get_task(name: str, **options: Any) -> Task:
 
 def list_tasks() -> list[str]:
     return sorted(_TASKS)
+
+
+class NoMetrics:
+    """Metrics that keep nothing: for training batches whose scoring would cost more than
+    the step (a detector's NMS on every image of every batch)."""
+
+    def update(self, outputs: Tensor, targets: Targets) -> None:
+        return None
+
+    def compute(self) -> dict[str, float]:
+        return {}
 
 
 def count(targets: Targets) -> int:

@@ -1,0 +1,278 @@
+"""Object detection: boxes and classes per image, scored as COCO scores them.
+
+A detector (cnnlab.models.detector) outputs raw per-prior predictions (B, P, 5 + K) and
+carries a PriorSpec; :meth:`Detect.bind` reads the spec from the model, and the rule of
+its kind (FCOS or SSD, cnnlab.tasks.detect_rules) gives the loss and the decoding.
+Targets are padded per image: ``boxes`` (N, M, 4) xyxy in pixels (x2, y2 exclusive
+edges) and ``classes`` (N, M), -1 on padding rows.
+
+What `predict` and the report see (:meth:`Detect.scores`): (N, D, 6) rows of x1, y1, x2,
+y2, score, label, best first, padded with label -1 up to D = the most found in a batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cnnlab.core.errors import ConfigError
+from cnnlab.models.detector import PriorSpec
+from cnnlab.tasks.base import NoMetrics, Targets, Task, register_task
+from cnnlab.tasks.coco_eval import DetectionMetrics
+from cnnlab.tasks.detect_rules import DecodeSettings, FcosRule, SsdRule, select
+from cnnlab.tasks.tta import tta_mode
+
+RULES: dict[str, type[FcosRule] | type[SsdRule]] = {"fcos": FcosRule, "ssd": SsdRule}
+DEFAULT_NMS = {"fcos": 0.6, "ssd": 0.45}  # each paper's NMS IoU threshold
+
+
+def unpad(targets: Targets) -> list[dict[str, Tensor]]:
+    """Padded (N, M, 4) boxes and (N, M) classes -> one dict per image, padding dropped."""
+    rows = []
+    for boxes, classes in zip(targets["boxes"], targets["classes"], strict=True):
+        keep = classes >= 0
+        rows.append({"boxes": boxes[keep].float(), "labels": classes[keep]})
+    return rows
+
+
+def pad_detections(found: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+    """Per-image (boxes, scores, labels) -> (N, D, 6), label -1 on padding rows."""
+    most = max((len(b) for b, _, _ in found), default=0)
+    out = torch.zeros(len(found), max(most, 1), 6)
+    out[..., 5] = -1
+    for i, (boxes, scores, labels) in enumerate(found):
+        n = len(boxes)
+        out[i, :n, :4], out[i, :n, 4], out[i, :n, 5] = boxes, scores, labels.float()
+    return out
+
+
+class DetectTaskMetrics:
+    """COCO's detection metrics (cnnlab.tasks.coco_eval) on raw detector outputs."""
+
+    def __init__(self, task: Detect) -> None:
+        self.task = task
+        self.inner = DetectionMetrics()
+
+    def update(self, outputs: Tensor, targets: Targets) -> None:
+        found = self.task.detections(outputs)
+        preds = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in found]
+        self.inner.update(preds, unpad(targets))
+
+    def compute(self) -> dict[str, Any]:
+        return dict(self.inner.compute())
+
+
+@register_task
+class Detect(Task):
+    """Object detection with the rule of the model's kind (FCOS by default, or SSD).
+
+    Options:
+        image_size: (H, W) of the images (set from the dataset).
+        spec: the model's PriorSpec as a dict (set by :meth:`bind`; recorded).
+        score_threshold, iou_threshold, max_detections: how detections are chosen.
+    """
+
+    name = "detect"
+    targets = ("boxes", "classes")
+    metric = "map"
+    ensemble_combine = "mean"
+    model_task = "detect"
+
+    def __init__(
+        self,
+        image_size: list[int] | None = None,
+        spec: dict[str, Any] | None = None,
+        score_threshold: float = 0.05,
+        iou_threshold: float | None = None,
+        max_detections: int = 100,
+        label_smoothing: float = 0.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.size = (int(image_size[0]), int(image_size[1])) if image_size else None
+        self.spec = PriorSpec.from_dict(spec) if spec else None
+        self.score_threshold, self.iou_threshold = float(score_threshold), iou_threshold
+        self.max_detections = int(max_detections)
+        self._priors: dict[tuple[int, int], Tensor] = {}
+
+    # -- the model and the data ------------------------------------------------------------
+
+    def bind(self, model: nn.Module) -> None:
+        """Read the detector's PriorSpec: it says where the outputs' priors lie."""
+        spec = getattr(model, "spec", None)
+        if not isinstance(spec, PriorSpec):
+            raise ConfigError(
+                f"task 'detect' needs a detector (cnnlab.list_models(task='detect')), "
+                f"received a {type(model).__name__} without a PriorSpec"
+            )
+        self.spec = spec
+        self._priors.clear()
+
+    def check_data(self, data: Any) -> None:
+        super().check_data(data)
+        H, W = data.input_shape[-2:]
+        self.size = (int(H), int(W))
+        K = len(data.classes)
+        for split, targets in (("train", data.targets_train), ("test", data.targets_test)):
+            check_box_targets(
+                targets["boxes"],
+                targets["classes"],
+                K,
+                self.size,
+                f"dataset {data.name!r} ({split})",
+            )
+
+    def expected_output(self, data: Any, batch: int) -> tuple[int, ...]:
+        P = len(self.priors())
+        return (batch, P, 5 + len(data.classes))
+
+    def output_hint(self, data: Any) -> str:
+        return f"use a detector built with num_classes={len(data.classes)}"
+
+    def record_args(self, data: Any) -> dict[str, Any]:
+        return {"image_size": list(data.input_shape[-2:]), "spec": self._spec().to_dict()}
+
+    def _spec(self) -> PriorSpec:
+        if self.spec is None:
+            raise ConfigError("the detect task needs the model's PriorSpec (Detect.bind(model))")
+        return self.spec
+
+    def _size(self) -> tuple[int, int]:
+        if self.size is None:
+            raise ConfigError("the detect task needs image_size (set from the dataset)")
+        return self.size
+
+    def priors(self) -> Tensor:
+        """(P, 4) priors (cx, cy, w, h) of the model at the task's image size (cached)."""
+        size = self._size()
+        if size not in self._priors:
+            self._priors[size] = self._spec().priors(size)
+        return self._priors[size]
+
+    def rule(self) -> FcosRule | SsdRule:
+        return RULES[self._spec().kind]()
+
+    # -- training and evaluation -----------------------------------------------------------
+
+    def loss(self, outputs: Tensor, targets: Targets) -> dict[str, Tensor]:
+        return self.rule().loss(outputs, self.priors(), targets)
+
+    def eval_loss(self, outputs: Tensor, targets: Targets) -> Tensor:
+        """The batch's mean loss times its images: the losses are normalised by the
+        batch's positives, so a per-image split would be another quantity."""
+        return self.loss(outputs, targets)["loss"] * len(outputs)
+
+    def metrics(self) -> DetectTaskMetrics:
+        return DetectTaskMetrics(self)
+
+    def train_metrics(self) -> NoMetrics:
+        """None: decoding and NMS on every training batch would cost more than the step;
+        the validation split gets the COCO numbers."""
+        return NoMetrics()
+
+    def eval_outputs(self, model: nn.Module, x: Tensor, tta: Any) -> Tensor:
+        """Raw outputs; with TTA the mirrored image's are mapped back onto the original's
+        priors (left and right swapped) and averaged, before decoding and NMS."""
+        out = model(x).float()
+        if tta_mode(tta) == "none":
+            return out
+        mirrored = model(x.flip(3)).float()[:, self._spec().mirror(self._size())]
+        return (out + self.rule().mirror(mirrored)) / 2
+
+    def settings(self) -> DecodeSettings:
+        iou = (
+            self.iou_threshold if self.iou_threshold is not None else DEFAULT_NMS[self._spec().kind]
+        )
+        return DecodeSettings(self.score_threshold, 1000, float(iou), self.max_detections)
+
+    def detections(self, outputs: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per image: boxes (n, 4), scores (n,), labels (n,), best first."""
+        boxes, scores = self.rule().decode(outputs, self.priors())
+        settings = self.settings()
+        return [select(b, s, self._size(), settings) for b, s in zip(boxes, scores, strict=True)]
+
+    def scores(self, outputs: Tensor) -> Tensor:
+        """(N, D, 6) detections: x1, y1, x2, y2, score, label (-1: padding)."""
+        return pad_detections(self.detections(outputs))
+
+    # -- what people see ------------------------------------------------------------------
+
+    def _at(self, rows: Tensor, size: tuple[int, int]) -> Tensor:
+        """Boxes of the model's input size moved to ``size`` (H, W)."""
+        H, W = self._size()
+        scale = torch.tensor([size[1] / W, size[0] / H] * 2)
+        return rows[:, :4] * scale
+
+    def summarise(
+        self, scores: Tensor, classes: list[str], size: tuple[int, int]
+    ) -> list[tuple[str, str]]:
+        """One line per detection above 0.3: class, score and box in the file's pixels."""
+        rows = scores[(scores[:, 5] >= 0) & (scores[:, 4] >= 0.3)]
+        if not len(rows):
+            return [("objects", "none found (no score >= 0.30)")]
+        boxes = self._at(rows, size)
+        return [
+            (
+                f"{classes[int(r[5])]} {float(r[4]):.2f}",
+                "box " + " ".join(f"{v:.0f}" for v in b.tolist()),
+            )
+            for r, b in zip(rows, boxes, strict=True)
+        ]
+
+    def records(self, scores: Tensor, size: tuple[int, int], image_id: int) -> list[dict[str, Any]]:
+        """COCO result rows (bbox x, y, w, h in the file's pixels) for one image."""
+        rows = scores[scores[:, 5] >= 0]
+        boxes = self._at(rows, size)
+        return [
+            {"image_id": image_id, "category_id": int(r[5]), "score": round(float(r[4]), 5),
+             "bbox": [round(v, 2) for v in (b[0], b[1], b[2] - b[0], b[3] - b[1]) for v in [float(v)]]}
+            for r, b in zip(rows, boxes, strict=True)
+        ]  # fmt: skip
+
+    def pictures(
+        self, image: Tensor, scores: Tensor, classes: list[str], size: tuple[int, int]
+    ) -> dict[str, Any]:
+        """The image at the file's size with boxes, class names and scores (>= 0.3)."""
+        from cnnlab.tasks.detect_views import draw_detections
+
+        rows = scores[(scores[:, 5] >= 0) & (scores[:, 4] >= 0.3)]
+        return {"boxes": draw_detections(image, self._at(rows, size), rows[:, 4:], classes, size)}
+
+    def report_sections(
+        self, inputs: Tensor, scores: Tensor, targets: Targets, classes: list[str]
+    ) -> list[tuple[str, Any, str]]:
+        from cnnlab.tasks.detect_views import report_sections
+
+        return report_sections(inputs, scores, unpad(targets), classes)
+
+
+def check_box_targets(
+    boxes: Tensor, classes: Tensor, num_classes: int, size: tuple[int, int], where: str
+) -> None:
+    """Raise ConfigError naming ``where``, the image and the row for boxes that are NaN,
+    inverted, empty or outside the image, or classes outside [-1, num_classes)."""
+    if boxes.dim() != 3 or boxes.shape[-1] != 4 or classes.shape != boxes.shape[:2]:
+        raise ConfigError(
+            f"{where}: expected boxes (N, M, 4) and classes (N, M), received "
+            f"{tuple(boxes.shape)} and {tuple(classes.shape)}"
+        )
+    H, W = size
+    real = classes >= 0
+    b = boxes.float()
+    problems = {
+        f"a class id outside [0, {num_classes})": (classes >= num_classes) | (classes < -1),
+        "NaN or infinite coordinates": real & ~torch.isfinite(b).all(-1),
+        "x2 <= x1 or y2 <= y1": real & ((b[..., 2] <= b[..., 0]) | (b[..., 3] <= b[..., 1])),
+        f"coordinates outside the {W}x{H} image": real
+        & ((b[..., :2] < 0).any(-1) | (b[..., 2] > W) | (b[..., 3] > H)),
+    }
+    for what, bad in problems.items():
+        if bool(bad.any()):
+            i, m = (int(v) for v in bad.nonzero()[0])
+            raise ConfigError(
+                f"{where}: {int(bad.sum())} boxes with {what}, e.g. image {i} row {m}: "
+                f"box {[round(float(v), 2) for v in boxes[i, m]]} class {int(classes[i, m])}; "
+                f"expected x1 < x2 <= {W}, y1 < y2 <= {H}, class in [0, {num_classes})"
+            )
