@@ -60,3 +60,17 @@ def test_otsu_threshold_matches_a_brute_force_search(seed: int) -> None:
     bright = rng.normal(170, 25, 1000 * (seed + 1))
     image = np.clip(np.concatenate([dark, bright]), 0, 255).astype(np.uint8).reshape(-1, 100)
     assert otsu_threshold(image) == _otsu_brute_force(image)
+
+
+def test_instance_boxes_bound_each_nucleus_and_skip_slivers() -> None:
+    from cnnlab.data.nuclei import TILE, instance_boxes
+
+    tile = np.zeros((TILE, TILE), dtype=np.int64)
+    tile[2:5, 10:20] = 7  # rows 2-4, columns 10-19
+    tile[30:40, 0:2] = 3  # a 2-pixel-wide sliver at the edge: no box
+    tile[50:60, 40:45] = 9
+    empty = np.zeros_like(tile)
+    boxes, classes = instance_boxes(np.stack([tile, empty]))
+    assert boxes.shape == (2, 2, 4)
+    assert boxes[0].tolist() == [[10.0, 2.0, 20.0, 5.0], [40.0, 50.0, 45.0, 60.0]]
+    assert classes.tolist() == [[0, 0], [-1, -1]]

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
 from cnnlab.core.cpu import cpu_kind
 from cnnlab.core.errors import CnnlabError, ConfigError, ShapeMismatchError, UnknownNameError
 from cnnlab.engine.budget import format_duration, parse_duration

@@ -58,6 +58,32 @@ def tiles(array: np.ndarray, stride: int) -> np.ndarray:
     return np.stack([array[r : r + TILE, c : c + TILE] for r in rows for c in cols])
 
 
+MIN_SIDE = 3  # px: a nucleus cut by a tile edge to a thinner sliver than this gets no box
+
+
+def instance_boxes(labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes of the nuclei in instance-label tiles (n, TILE, TILE), padded: xyxy float32
+    (n, M, 4), pixel edges (a nucleus over columns 2..4 has x1 = 2, x2 = 5), and classes
+    (n, M), 0 = nucleus, -1 = padding. Slivers thinner than MIN_SIDE are left out."""
+    per_tile = []
+    for tile in labels:
+        rows = []
+        for instance in np.unique(tile[tile > 0]):
+            ys, xs = np.nonzero(tile == instance)
+            box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            if min(box[2] - box[0], box[3] - box[1]) >= MIN_SIDE:
+                rows.append(box)
+        per_tile.append(rows)
+    most = max(1, max(len(rows) for rows in per_tile))
+    boxes = torch.zeros(len(per_tile), most, 4)
+    classes = torch.full((len(per_tile), most), -1, dtype=torch.int64)
+    for i, rows in enumerate(per_tile):
+        if rows:
+            boxes[i, : len(rows)] = torch.tensor(rows, dtype=torch.float32)
+            classes[i, : len(rows)] = 0
+    return boxes, classes
+
+
 def split_quadrants(image: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """(the three training quadrants, the bottom-right test quadrant)."""
     q = QUADRANT
@@ -67,7 +93,7 @@ def split_quadrants(image: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
 
 @register_dataset(
     "nuclei",
-    title="stardist's 512x512 fluorescence nuclei image (train 3 quadrants, test the 4th)",
+    title="stardist's 512x512 fluorescence nuclei image (train 3 quadrants, test the 4th; masks, boxes)",
     origin="the stardist wheel's data/images/img2d.tif + mask2d.tif (pip install --no-deps stardist)",
     options={"stride": 16},
     task="segment",
@@ -82,12 +108,17 @@ def load_nuclei(name: str, resolver: Resolver, opts: dict[str, Any]) -> ImageDat
     x_train = np.concatenate([tiles(q, stride) for q in train_images])[:, None]
     y_train = np.concatenate([tiles(q, stride) for q in train_masks])
     x_test, y_test = tiles(test_image, TILE)[:, None], tiles(test_mask, TILE)
+    train_labels, test_labels = split_quadrants(labels)
+    boxes_train, classes_train = instance_boxes(
+        np.concatenate([tiles(q, stride) for q in train_labels])
+    )
+    boxes_test, classes_test = instance_boxes(tiles(test_labels, TILE))
     return ImageDataset(
         name, torch.from_numpy(x_train), None, torch.from_numpy(x_test), None, ["nucleus"],
         source=str(stardist_files()[0].parent),
         extra={"split": "train: quadrants 1-3 (tiles, stride 16); test: quadrant 4"},
-        targets_train={"mask": torch.from_numpy(y_train)},
-        targets_test={"mask": torch.from_numpy(y_test)},
+        targets_train={"mask": torch.from_numpy(y_train), "boxes": boxes_train, "classes": classes_train},
+        targets_test={"mask": torch.from_numpy(y_test), "boxes": boxes_test, "classes": classes_test},
         task="segment", mask_classes=["background", "nucleus"],
     )  # fmt: skip
 

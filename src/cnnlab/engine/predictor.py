@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from cnnlab.core.errors import CheckpointError
-from cnnlab.core.io import atomic_write_bytes
+from cnnlab.core.io import atomic_write_bytes, write_json
 from cnnlab.core.records import record_of
 from cnnlab.data.loader import Normalize
 from cnnlab.engine import evaluator
@@ -22,6 +23,8 @@ from cnnlab.engine.evaluator import EvalSettings
 from cnnlab.models.saved import load
 from cnnlab.tasks import Task, as_targets, get_task
 from cnnlab.tasks.base import Targets
+
+DETECTIONS_FILE = "detections.json"  # predict --output: every file's boxes, COCO results
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Prediction:
     error: str | None = None
     lines: list[tuple[str, str]] = field(default_factory=list)  # other tasks: (what, value)
     files: list[str] = field(default_factory=list)  # pictures written (masks, overlays)
+    detections: list[dict[str, Any]] = field(default_factory=list)  # detect: COCO results
 
 
 def task_of(model: nn.Module) -> Task:
@@ -130,18 +134,30 @@ def predict_files(
     batch = torch.stack(images)
     scores = probabilities(model, batch)
     for i, result in enumerate(ok):
-        if task.name == "classify":
-            values, indices = scores[i].topk(min(top_k, len(classes)))
-            result.top = [
-                (classes[k], v) for v, k in zip(values.tolist(), indices.tolist(), strict=True)
-            ]
-            continue
-        result.lines = task.summarise(scores[i], classes, sizes[i])
-        if output is not None:
-            result.files = _write_pictures(
-                task, batch[i], scores[i], classes, sizes[i], result.path, output
-            )
+        _predict_one(task, result, batch[i], scores[i], classes, sizes[i], top_k, output)
+        # Detection: COCO result rows; image_id = the file's position among the paths.
+        result.detections = task.records(scores[i], sizes[i], results.index(result) + 1)
+    if output is not None and task.name == "detect":
+        rows = [{**row, "file_name": r.path} for r in results for row in r.detections]
+        write_json(Path(output) / DETECTIONS_FILE, rows)
     return results
+
+
+def _predict_one(
+    task: Task, result: Prediction, image: torch.Tensor, scores: torch.Tensor,
+    classes: list[str], size: tuple[int, int], top_k: int,
+    output: str | os.PathLike[str] | None,
+) -> None:  # fmt: skip
+    """Fill ``result`` with what the task shows for one image; write its pictures."""
+    if task.name == "classify":
+        values, indices = scores.topk(min(top_k, len(classes)))
+        result.top = [
+            (classes[k], v) for v, k in zip(values.tolist(), indices.tolist(), strict=True)
+        ]
+        return
+    result.lines = task.summarise(scores, classes, size)
+    if output is not None:
+        result.files = _write_pictures(task, image, scores, classes, size, result.path, output)
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -92,6 +92,38 @@ RECIPES: dict[str, Recipe] = {
             },
         ),
         Recipe(
+            "scenes-detect",
+            "composed scenes, boxes: FCOS on a four-stage resnet_mini for a 15-minute budget "
+            "(target AP@0.5 >= 0.90 and COCO mAP >= 0.60; BENCHMARKS.md has the figures)",
+            {
+                "dataset": "scenes",
+                "task": "detect",
+                "model": "fcos",
+                "time_budget": "15m",
+                "batch_size": 64,
+                "lr": 0.05,
+                "weight_decay": 1e-4,
+                "augment": "flip",
+                "label_smoothing": 0.0,
+            },
+        ),
+        Recipe(
+            "nuclei-detect",
+            "stardist's nuclei image, one box per nucleus from its instance mask: FCOS, "
+            "trained on three quadrants, tested on the fourth (target AP@0.5 >= 0.70)",
+            {
+                "dataset": "nuclei",
+                "task": "detect",
+                "model": "fcos",
+                "epochs": 30,
+                "batch_size": 32,
+                "lr": 0.02,
+                "weight_decay": 1e-4,
+                "augment": "flip,vflip",
+                "label_smoothing": 0.0,
+            },
+        ),
+        Recipe(
             "nuclei-segment",
             "stardist's nuclei image: foreground IoU 0.891 median of 3 seeds (0.888-0.894) on "
             "the held-out quadrant, Otsu's threshold 0.806; 91-529 s of training on 2 cores "

@@ -150,6 +150,11 @@ class Task:
         at the input file's own ``size`` (H, W)."""
         return {}
 
+    def records(self, scores: Tensor, size: tuple[int, int], image_id: int) -> list[dict[str, Any]]:
+        """Machine-readable results for one input at the file's ``size`` (detection: COCO
+        result rows); most tasks have none beyond `summarise`."""
+        return []
+
     def scores(self, outputs: Tensor) -> Tensor:
         """What a person reads: probabilities, pixel classes, coordinates."""
         return outputs
