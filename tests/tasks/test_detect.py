@@ -18,7 +18,6 @@ from cnnlab.tasks.detect_rules import (
     decode,
     encode,
     select,
-    to_boxes,
 )
 
 SIZE = (32, 32)

@@ -24,6 +24,7 @@ from cnnlab.tasks.coco_eval import DetectionMetrics
 from cnnlab.tasks.detect_rules import DecodeSettings, FcosRule, SsdRule, select
 from cnnlab.tasks.tta import tta_mode
 
+SHOWN_SCORE = 0.3  # what `predict` prints, draws and writes; evaluation keeps every score
 RULES: dict[str, type[FcosRule] | type[SsdRule]] = {"fcos": FcosRule, "ssd": SsdRule}
 DEFAULT_NMS = {"fcos": 0.6, "ssd": 0.45}  # each paper's NMS IoU threshold
 
@@ -46,6 +47,11 @@ def pad_detections(found: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
         n = len(boxes)
         out[i, :n, :4], out[i, :n, 4], out[i, :n, 5] = boxes, scores, labels.float()
     return out
+
+
+def shown(scores: Tensor) -> Tensor:
+    """The rows of one image's (D, 6) detections that people see: real, >= SHOWN_SCORE."""
+    return scores[(scores[:, 5] >= 0) & (scores[:, 4] >= SHOWN_SCORE)]
 
 
 class DetectTaskMetrics:
@@ -208,10 +214,11 @@ class Detect(Task):
     def summarise(
         self, scores: Tensor, classes: list[str], size: tuple[int, int]
     ) -> list[tuple[str, str]]:
-        """One line per detection above 0.3: class, score and box in the file's pixels."""
-        rows = scores[(scores[:, 5] >= 0) & (scores[:, 4] >= 0.3)]
+        """One line per detection scoring SHOWN_SCORE or more: class, score and box in the
+        file's pixels."""
+        rows = shown(scores)
         if not len(rows):
-            return [("objects", "none found (no score >= 0.30)")]
+            return [("objects", f"none found (no score >= {SHOWN_SCORE:.2f})")]
         boxes = self._at(rows, size)
         return [
             (
@@ -222,8 +229,9 @@ class Detect(Task):
         ]
 
     def records(self, scores: Tensor, size: tuple[int, int], image_id: int) -> list[dict[str, Any]]:
-        """COCO result rows (bbox x, y, w, h in the file's pixels) for one image."""
-        rows = scores[scores[:, 5] >= 0]
+        """COCO result rows (bbox x, y, w, h in the file's pixels) for one image's
+        detections scoring SHOWN_SCORE or more (`cnnlab evaluate` scores all of them)."""
+        rows = shown(scores)
         boxes = self._at(rows, size)
         return [
             {"image_id": image_id, "category_id": int(r[5]), "score": round(float(r[4]), 5),
@@ -234,10 +242,10 @@ class Detect(Task):
     def pictures(
         self, image: Tensor, scores: Tensor, classes: list[str], size: tuple[int, int]
     ) -> dict[str, Any]:
-        """The image at the file's size with boxes, class names and scores (>= 0.3)."""
+        """The image at the file's size with boxes, class names and scores (>= SHOWN_SCORE)."""
         from cnnlab.tasks.detect_views import draw_detections
 
-        rows = scores[(scores[:, 5] >= 0) & (scores[:, 4] >= 0.3)]
+        rows = shown(scores)
         return {"boxes": draw_detections(image, self._at(rows, size), rows[:, 4:], classes, size)}
 
     def report_sections(
