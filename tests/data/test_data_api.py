@@ -14,7 +14,7 @@ from cnnlab.core.errors import ConfigError, UnknownNameError
 from cnnlab.data.__main__ import main
 
 NAMES = [
-    "cifar10", "cifar100", "digits", "faces", "facial-keypoints", "fashion-mnist", "folder",
+    "cifar10", "cifar100", "detection-folder", "digits", "faces", "facial-keypoints", "fashion-mnist", "folder",
     "mnist", "npz", "nuclei", "scenes",
 ]  # fmt: skip
 
@@ -27,8 +27,9 @@ def test_unknown_name_lists_valid_ones() -> None:
     with pytest.raises(UnknownNameError) as caught:
         data.load("imagenet")
     assert caught.value.valid == NAMES
-    assert "unknown dataset 'imagenet'; expected one of: cifar10, cifar100, digits" in str(
-        caught.value
+    assert (
+        "unknown dataset 'imagenet'; expected one of: cifar10, cifar100, detection-folder"
+        in str(caught.value)
     )
     with pytest.raises(UnknownNameError):
         data.describe("fashion_mnist")
@@ -60,10 +61,13 @@ def test_describe_has_the_table_columns(name: str) -> None:
         assert info["task"] == "keypoints"
     if name == "nuclei":
         assert info["num_classes"] == 2 and info["task"] == "segment"
-    if name not in ("folder", "npz", "faces", "facial-keypoints", "nuclei"):
+    user_files = ("folder", "npz", "detection-folder", "facial-keypoints")  # known on loading
+    if name == "detection-folder":
+        assert info["task"] == "detect"
+    if name not in (*user_files, "faces", "nuclei"):
         assert info["num_classes"] in (10, 100)
         assert len(info["input_shape"]) == 3
-    if name not in ("folder", "npz", "facial-keypoints"):  # sizes known without loading
+    if name not in user_files:  # sizes known without loading
         assert info["train_size"] > info["test_size"] > 0
 
 

@@ -16,6 +16,7 @@ import torch
 
 from cnnlab.core.errors import ConfigError
 from cnnlab.data import download as _download
+from cnnlab.data.annotations import FORMATS, ImageBoxes, load_detection_folder
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.download import Resolver, default_cache_dir
 from cnnlab.data.folder import FolderOptions, load_folder
@@ -140,7 +141,9 @@ def load(
         download: allow downloading.
         **options: per dataset. cifar100: ``label="fine"|"coarse"``. digits: ``seed``.
             folder: ``path``, ``image_size=(H, W)``, ``channels=1|3``, ``test_fraction``,
-            ``seed``. npz: ``path``, ``layout="auto"|"NCHW"|"NHWC"``.
+            ``seed``. npz: ``path``, ``layout="auto"|"NCHW"|"NHWC"``. detection-folder:
+            ``path``, ``annotations``, ``format="coco"|"voc"|"yolo"``, ``image_size``,
+            ``channels``, ``test_fraction``, ``seed``.
 
     Raises:
         UnknownNameError: unknown dataset name.
@@ -248,10 +251,8 @@ def _load_digits(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
 )  # fmt: skip
 def _load_folder(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     path = _require_path(name, opts)
-    size = opts["image_size"]
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     options = FolderOptions(
-        (h, w), int(opts["channels"]), float(opts["test_fraction"]), int(opts["seed"])
+        _image_size(opts), int(opts["channels"]), float(opts["test_fraction"]), int(opts["seed"])
     )
     splits, how = load_folder(path, resolver.cache_dir, options)
     return splits, str(Path(path).expanduser().resolve()), {"split": how}
@@ -264,6 +265,93 @@ def _load_folder(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
 def _load_npz(name: str, resolver: Resolver, opts: dict[str, Any]) -> Loaded:
     path = _require_path(name, opts)
     return read_npz(path, layout=opts["layout"]), str(path), {"split": "as stored"}
+
+
+@register_dataset(
+    "detection-folder",
+    title="images with detection boxes: COCO JSON, Pascal VOC XML or YOLO txt",
+    origin="options path=<images folder>, annotations=<file or folder>",
+    options={
+        "path": None, "annotations": None, "format": "coco", "image_size": (64, 64),
+        "channels": 3, "test_fraction": 0.2, "seed": 0,
+    },
+    task="detect",
+)  # fmt: skip
+def _load_detection_folder(name: str, resolver: Resolver, opts: dict[str, Any]) -> ImageDataset:
+    """Images and their boxes, resized to ``image_size`` and split at random (seeded).
+
+    ``channels`` defaults to 3 (RGB): annotated photos are colour, and a grey image loads
+    as three equal channels. Crowd (COCO) and difficult (VOC) boxes are left out of the
+    targets, as torchvision's COCO reference leaves out crowds: the detect task has no
+    "ignore" flag, so a kept one would train and score as one ordinary object.
+    """
+    for key, what in (("path", "images folder"), ("annotations", "file or folder")):
+        if opts.get(key) is None:
+            raise ConfigError(f"load({name!r}): expected option {key}=<{what}>, received none")
+    if opts["format"] not in FORMATS:
+        raise ConfigError(
+            f"load({name!r}): format={opts['format']!r}; expected one of {', '.join(FORMATS)}"
+        )
+    fraction = float(opts["test_fraction"])
+    if not 0 < fraction < 1:
+        raise ConfigError(f"load({name!r}): expected test_fraction in (0, 1), received {fraction}")
+    path = Path(opts["path"]).expanduser()
+    found = load_detection_folder(
+        path, opts["annotations"], opts["format"], _image_size(opts), channels=int(opts["channels"])
+    )
+    train, test = _random_split(name, len(found.records), fraction, int(opts["seed"]))
+    images = torch.from_numpy(found.images)
+    records = found.records
+    ignored = sum(int((r.crowd | r.difficult).sum()) for r in records)
+    extra = {
+        "split": f"random, test_fraction {fraction}, seed {opts['seed']}",
+        "annotations": f"{opts['format']} {opts['annotations']}",
+        "ignored": f"{ignored} crowd or difficult boxes left out",
+    }
+    return ImageDataset(
+        name, images[train], None, images[test], None, list(found.class_names),
+        source=str(path.resolve()), extra=extra, task="detect",
+        targets_train=_box_targets([records[i] for i in train.tolist()], images.shape[2:]),
+        targets_test=_box_targets([records[i] for i in test.tolist()], images.shape[2:]),
+    )  # fmt: skip
+
+
+def _random_split(
+    name: str, n: int, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and test indices (each ascending), round(n * fraction) >= 1 of them test."""
+    n_test = max(1, round(n * fraction))
+    if n_test >= n:
+        raise ConfigError(
+            f"load({name!r}): {n} annotated images leave none to train on with "
+            f"test_fraction={fraction}; expected at least 2 images"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[n_test:].sort().values, order[:n_test].sort().values
+
+
+def _box_targets(records: list[ImageBoxes], size: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Per-image boxes as (N, M, 4) xyxy pixels and (N, M) classes, -1 marking padding."""
+    kept = [~(r.crowd | r.difficult) for r in records]
+    most = max((int(k.sum()) for k in kept), default=0)
+    boxes = torch.zeros(len(records), max(most, 1), 4)
+    classes = torch.full((len(records), max(most, 1)), -1, dtype=torch.int64)
+    for i, (record, keep) in enumerate(zip(records, kept, strict=True)):
+        n = int(keep.sum())
+        boxes[i, :n] = torch.from_numpy(record.boxes[keep])
+        classes[i, :n] = torch.from_numpy(record.labels[keep])
+    # Scaling by new/old size can land a far edge one float step past the image, which
+    # the detect task refuses.
+    h, w = size
+    boxes[..., 0::2].clamp_(0, w)
+    boxes[..., 1::2].clamp_(0, h)
+    return {"boxes": boxes, "classes": classes}
+
+
+def _image_size(opts: dict[str, Any]) -> tuple[int, int]:
+    """The ``image_size`` option, an int or (H, W), as (H, W)."""
+    size = opts["image_size"]
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _require_path(name: str, opts: dict[str, Any]) -> Path:

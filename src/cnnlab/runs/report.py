@@ -184,12 +184,17 @@ def _curves_section(run: _Run) -> str:
     epochs = _column(run, "epoch")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     for ax, metric in zip(axes[:2], ["loss", run.task.metric], strict=True):
-        ax.plot(epochs, _column(run, f"train_{metric}"), "o-", label="train")
-        val = _column(run, f"val_{metric}")
-        if not all(np.isnan(val)):
-            ax.plot(epochs, val, "o-", label="val")
+        # A detector keeps no metric on its training batches: then only val is drawn.
+        for split in ("train", "val"):
+            values = _column(run, f"{split}_{metric}")
+            if not all(np.isnan(values)):
+                ax.plot(epochs, values, "o-", label=split)
         ax.set(xlabel="epoch", title=metric)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, f"no {metric} per epoch\n(use val_split)", ha="center",
+                    va="center", transform=ax.transAxes, color="grey")  # fmt: skip
     axes[2].plot(epochs, _column(run, "lr"), "o-")
     axes[2].set(xlabel="epoch", title="learning rate")
     for ax in axes:

@@ -6,21 +6,49 @@ and cut to the largest maxDets; greedy matching per IoU threshold that prefers r
 over ignored ones; crowd gts matched by intersection over detection area, any number of
 times; gts ignored by their annotation ``area`` or ``iscrowd``; the precision envelope read
 at 101 recall points; -1 where a category has no gt. Two inputs: COCO dicts or files
-(``evaluate_coco``, ``evaluate_coco_files``) and tensors (``DetectionMetrics``).
+(``evaluate_coco``, ``evaluate_coco_files``, in ``coco_io`` and re-exported here) and
+tensors (``DetectionMetrics``).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Collection, Mapping, Sequence
+import importlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
 from cnnlab.core.errors import ConfigError, DataFormatError, ShapeMismatchError
+
+if TYPE_CHECKING:
+    from cnnlab.tasks.coco_io import evaluate_coco, evaluate_coco_files, score_coco
+
+__all__ = [
+    "AREA_RANGES",
+    "STAT_NAMES",
+    "SUMMARY",
+    "TENSOR_NAMES",
+    "CocoResult",
+    "CocoScorer",
+    "DetectionMetrics",
+    "ImageBoxes",
+    "evaluate_coco",
+    "evaluate_coco_files",
+    "format_table",
+    "score_coco",
+]
+# coco_io imports the scorer from here, so its functions are re-exported on first use:
+# importing them at the top would be a cycle that fails when coco_io is imported first.
+_IO_EXPORTS = ("evaluate_coco", "evaluate_coco_files", "score_coco")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _IO_EXPORTS:
+        return getattr(importlib.import_module("cnnlab.tasks.coco_io"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # ---------------------------------------------------------------- the scorer (COCOeval)
 
