@@ -282,12 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="top-k classes (labels, masks, keypoints) for image files")
+    p = sub.add_parser(
+        "predict", help="top-k classes (labels, masks, keypoints, boxes) for image files"
+    )
     p.add_argument("model", help="saved model folder, e.g. runs/demo")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument(
-        "--output", "-o", help="folder for the pictures of masks and keypoints (segment, keypoints)"
+        "--output",
+        "-o",
+        help="folder for pictures (masks, keypoints, boxes) and detections.json (detect)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_predict)
@@ -320,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'lenet*'")
-    p.add_argument("--task", help="only models for this task: classify, segment, keypoints")
+    p.add_argument("--task", help="only models for this task: classify, segment, keypoints, detect")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("datasets", help="list known datasets")
