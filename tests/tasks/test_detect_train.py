@@ -213,3 +213,23 @@ def test_coco_eval_command_prints_the_table_and_writes_json(
     (tmp_path / "bad.json").write_text(json.dumps([{**results[0], "category_id": 9}]))
     assert cli(["coco-eval", str(tmp_path / "gt.json"), str(tmp_path / "bad.json")]) == 1
     assert "category_id 9" in capsys.readouterr().err
+
+
+def test_evaluate_command_prints_the_coco_table(
+    trained: Trainer,
+    tiny_scenes: ImageDataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import cnnlab.models.saved as saved
+
+    folder = cnnlab.save(trained.model, tmp_path / "saved")
+    monkeypatch.setattr(saved, "dataset_of", lambda model, name: ("tiny-scenes", tiny_scenes))
+    assert cli(["evaluate", str(folder)]) == 0
+    out = capsys.readouterr().out
+    expected = trained.evaluate(tiny_scenes.x_test, tiny_scenes.targets_test)["map"]
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in out
+    assert f"= {expected:.3f}" in out
+    assert cli(["evaluate", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["map"] == pytest.approx(expected)

@@ -112,6 +112,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load(args.model)
     name, data = dataset_of(model, args.dataset)
     result = evaluate_model(model, data.x_test, data.targets_test)
+    if "map" in result and not args.json:  # a detector: the table COCO users read
+        from cnnlab.tasks.coco_eval import format_table
+
+        print(f"{name}: {result['n']} test images, loss {result['loss']:.4f}")
+        print(format_table(result))
+        return 0
     print(json.dumps({"dataset": name, **result}, indent=2))
     return 0
 
@@ -280,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test accuracy and loss of a saved model")
     p.add_argument("model", help="saved model folder, e.g. runs/demo")
     p.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
+    p.add_argument("--json", action="store_true", help="JSON even for a detector's COCO table")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
