@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-recipes bench-budget data browser install clean
+.PHONY: demo test lint bench bench-recipes bench-budget bench-detect data browser install clean
 
 demo: $(STAMP) data
 	$(VENV)/bin/cnnlab train --recipe fmnist-fast --name demo
@@ -41,6 +41,14 @@ bench-budget: $(STAMP) data
 	@mkdir -p runs
 	$(PY) benchmarks/budget_curve.py --budgets 2m 5m --seeds 0 1 2 --json runs/budget-curve.json
 	$(PY) benchmarks/budget_curve.py --budgets 15m --seeds 0 --json runs/budget-curve-15m.json
+
+# Detection: scenes-detect (FCOS) x 3 seeds with batch-1 speed (~50 min), SSD x 1 (~16 min),
+# nuclei-detect x 3 (~5 min), each beside a threshold-and-components baseline.
+bench-detect: $(STAMP) data
+	@mkdir -p runs
+	$(PY) benchmarks/detect.py --recipe scenes-detect --seeds 0 1 2 --speed --baseline scenes --json runs/detect-fcos.json
+	$(PY) benchmarks/detect.py --recipe scenes-detect --seeds 0 --json runs/detect-ssd.json -- --model ssd
+	$(PY) benchmarks/detect.py --recipe nuclei-detect --seeds 0 1 2 --baseline nuclei --json runs/detect-nuclei.json
 
 install: $(STAMP)
 
