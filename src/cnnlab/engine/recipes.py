@@ -93,8 +93,9 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "scenes-detect",
-            "composed scenes, boxes: FCOS on a four-stage resnet_mini for a 15-minute budget "
-            "(target AP@0.5 >= 0.90 and COCO mAP >= 0.60; BENCHMARKS.md has the figures)",
+            "composed scenes, boxes: FCOS on a four-stage resnet_mini for a 15-minute budget: "
+            "mAP 0.796, AP@0.5 0.910 median of 3 seeds on an AMD EPYC Zen 4 (targets 0.60 "
+            "and 0.90: met); class-agnostic threshold-and-components baseline AP@0.5 0.057",
             {
                 "dataset": "scenes",
                 "task": "detect",
@@ -110,7 +111,8 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "nuclei-detect",
             "stardist's nuclei image, one box per nucleus from its instance mask: FCOS, "
-            "trained on three quadrants, tested on the fourth (target AP@0.5 >= 0.70)",
+            "trained on three quadrants, tested on the fourth: AP@0.5 0.925 median of 3 "
+            "seeds in 79-85 s (target 0.70: met); Otsu threshold + components 0.743",
             {
                 "dataset": "nuclei",
                 "task": "detect",
