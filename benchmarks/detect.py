@@ -95,13 +95,13 @@ def speed(run_dir: str, repeats: int) -> dict[str, float]:
     with torch.inference_mode():
         for _ in range(repeats):
             started = time.perf_counter()
-            outputs = [model(x) for x in images]
+            for x in images:
+                model(x)
             net.append(len(images) / (time.perf_counter() - started))
             started = time.perf_counter()
             for x in images:
                 task.detections(model(x))
             full.append(len(images) / (time.perf_counter() - started))
-    assert len(outputs) == len(images)
     return {"net_img_s": statistics.median(net), "with_nms_img_s": statistics.median(full)}
 
 

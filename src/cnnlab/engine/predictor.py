@@ -133,10 +133,11 @@ def predict_files(
         return results
     batch = torch.stack(images)
     scores = probabilities(model, batch)
+    image_ids = {id(r): position for position, r in enumerate(results, start=1)}
     for i, result in enumerate(ok):
         _predict_one(task, result, batch[i], scores[i], classes, sizes[i], top_k, output)
         # Detection: COCO result rows; image_id = the file's position among the paths.
-        result.detections = task.records(scores[i], sizes[i], results.index(result) + 1)
+        result.detections = task.records(scores[i], sizes[i], image_ids[id(result)])
     if output is not None and task.name == "detect":
         rows = [{**row, "file_name": r.path} for r in results for row in r.detections]
         write_json(Path(output) / DETECTIONS_FILE, rows)
