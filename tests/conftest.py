@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,10 +32,34 @@ def make_bars(n: int, seed: int, size: int = 12) -> tuple[torch.Tensor, torch.Te
     return x, labels
 
 
+def find_shared_data() -> Path | None:
+    """The folder of real data sets (FSDD, MR, CWRU): ``../shared/data`` beside the
+    project, as on the development machines and CI, or None."""
+    for candidate in (Path(__file__).resolve().parents[2] / "shared" / "data",):
+        if (candidate / "README.md").is_file():
+            return candidate
+    return None
+
+
+SHARED_DATA = find_shared_data()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real data sets' folder; the test skips, saying where it looked, without it."""
+    if SHARED_DATA is None:
+        where = Path(__file__).resolve().parents[2] / "shared" / "data"
+        pytest.skip(f"no real data sets (FSDD, MR, CWRU): expected them in {where}")
+    return SHARED_DATA
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep the user's ~/.cache/cnnlab out of the tests: a fresh cache per session."""
+    """Keep the user's ~/.cache/cnnlab out of the tests: a fresh cache per session; the
+    real data sets are found in ../shared/data through $CNNLAB_DATA_DIRS."""
     os.environ["CNNLAB_DATA"] = str(tmp_path_factory.mktemp("cnnlab-cache"))
+    if SHARED_DATA is not None:
+        os.environ["CNNLAB_DATA_DIRS"] = str(SHARED_DATA)
 
 
 @pytest.fixture(scope="session")

@@ -27,16 +27,22 @@ BIG = 5_000_000  # parameters; above this, fewer and smaller optimizer steps kee
 def test_contract_and_a_few_steps_lower_the_loss(name: str) -> None:
     info = model_info(name)
     # The smallest input that runs the whole network: ImageNet sizes are too slow here.
-    c, h, w = info.test_input_shape or info.input_shape
+    # Images (C, H, W), signals (C, L) or token ids (L,).
+    shape = info.test_input_shape or info.input_shape
     torch.manual_seed(0)
-    model = create_model(name, in_channels=c, num_classes=7)  # odd class count on purpose
+    channels = {"in_channels": shape[0]} if len(shape) > 1 else {}
+    model = create_model(name, num_classes=7, **channels)  # odd class count on purpose
     assert isinstance(model, Classifier) and model.num_classes == 7
     big = n_params(model) > BIG
     batch = 4 if big else 6
-    x, y = torch.randn(batch, c, h, w), torch.arange(batch) % 7
+    tokens = getattr(model, "input_dtype", torch.float32) == torch.int64
+    x = torch.randint(0, 50, (batch, *shape)) if tokens else torch.randn(batch, *shape)
+    y = torch.arange(batch) % 7
     model.eval()  # dropout off, so both paths compute the same thing
     features = model.forward_features(x)
-    assert features.dim() == 4
+    # (B, C', H', W'), (B, C', L') or (B, D); a spectrogram CNN turns waveforms into 2-D maps
+    spectrogram = hasattr(model, "spectrogram")
+    assert features.dim() == (4 if spectrogram else len(shape) + 1)
     assert torch.equal(model.forward_head(features), model(x))
     # Plain SGD on big models: Adam's two state tensors cost seconds per 100M weights.
     opt: torch.optim.Optimizer = (
@@ -60,7 +66,9 @@ def test_contract_and_a_few_steps_lower_the_loss(name: str) -> None:
             # cancelled by its mean subtraction: its exact gradient is 0 (MobileNet v2's
             # linear bottlenecks), so for those only the presence of a gradient is checked.
             cancelled = {
-                f"{name}.bias" for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
+                f"{name}.bias"
+                for name, m in model.named_modules()
+                if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)
             }
             missing = [
                 n

@@ -159,15 +159,18 @@ def cmd_summary(args: argparse.Namespace) -> int:
     else:
         info = model_info(args.model)
         shape = info.input_shape
-        model = create_model(args.model, in_channels=shape[0])
+        model = create_model(args.model, **({"in_channels": shape[0]} if len(shape) > 1 else {}))
     if args.input_shape:
         text = args.input_shape.replace("x", ",")
         try:
             shape = tuple(int(s) for s in text.split(","))
         except ValueError:
             shape = ()
-    if len(shape) != 3:
-        raise ConfigError(f"Expected --input C,H,W or CxHxW, received {args.input_shape!r}")
+    if not 1 <= len(shape) <= 3 or min(shape) < 1:
+        raise ConfigError(
+            "Expected --input C,H,W (an image), C,L (a signal) or L (token ids), "
+            f"received {args.input_shape!r}"
+        )
     if args.batch_size < 1 or (args.depth is not None and args.depth < 1):
         raise ConfigError(
             f"Expected --batch-size >= 1 and --depth >= 1, "
@@ -183,7 +186,22 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_summary(rows, model, depth=args.depth, batch_size=args.batch_size))
+        print(_receptive_field_line(model))
     return 0
+
+
+def _receptive_field_line(model: Any) -> str:
+    """A causal net's (WaveNet's) receptive field with its formula, or nothing."""
+    field = getattr(model, "receptive_field", None)
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(field, int) or blocks is None:
+        return ""
+    dilations = [int(b.conv.dilation[0]) for b in blocks]
+    k = int(blocks[0].conv.kernel_size[0])
+    return (
+        f"receptive field: {field} samples = (kernel_size - 1) x (1 + sum of dilations) + 1 "
+        f"= {k - 1} x (1 + {sum(dilations)}) + 1  (dilations {dilations})"
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -196,8 +214,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'name':<18} {'params':>12} {'MMACs':>10} {'input':<10} {'paper':<28} year")
     for name in list_models(args.pattern, task=args.task):
         info = model_info(name)
-        with torch.device("meta"):  # shapes only: no memory, no init, no arithmetic
-            model = create_model(name, in_channels=info.input_shape[0])
+        shape_args = {"in_channels": info.input_shape[0]} if len(info.input_shape) > 1 else {}
+        try:
+            with torch.device("meta"):  # shapes only: no memory, no init, no arithmetic
+                model = create_model(name, **shape_args)
+                macs = sum(row.macs for row in summary(model, info.input_shape))
+        except RuntimeError:  # constant CPU buffers (an STFT window) cannot mix with meta
+            model = create_model(name, **shape_args)
             macs = sum(row.macs for row in summary(model, info.input_shape))
         params = sum(p.numel() for p in model.parameters())
         shape = "x".join(map(str, info.input_shape))
@@ -290,10 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "predict", help="top-k classes (labels, masks, keypoints, boxes) for image files"
+        "predict",
+        help="top-k classes (labels, masks, keypoints, boxes) for image files, WAV files, "
+        "recordings or sentences",
     )
     p.add_argument("model", help="saved model folder, e.g. runs/demo")
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files (PNG, JPEG, ...); for a sound model WAV files; for a vibration "
+        "model recordings (.npz, .mat, .npy, .wav); for a text model sentences in quotes "
+        "(or .txt files, one sentence per line)",
+    )
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument(
         "--output",

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # torch loads only when a command runs: `cnnlab --help` stays
 ATTRIBUTIONS = ("gradcam", "saliency", "smoothgrad", "occlusion", "guided", "deconvnet")
 
 
-def _model(spec: str) -> tuple[nn.Module, dict[str, Any], tuple[int, int, int]]:
+def _model(spec: str) -> tuple[nn.Module, dict[str, Any], tuple[int, ...]]:
     """A saved model folder (trained weights) or a registry name (random weights)."""
     from cnnlab.models import create_model, model_info
     from cnnlab.models.saved import config_of, load
@@ -21,10 +21,10 @@ def _model(spec: str) -> tuple[nn.Module, dict[str, Any], tuple[int, int, int]]:
     if Path(spec).is_dir():
         model = load(spec)
         config = config_of(model)
-        c, h, w = config["input_shape"]
-        return model, config, (c, h, w)
+        return model, config, tuple(int(s) for s in config["input_shape"])
     shape = model_info(spec).input_shape
-    return create_model(spec, in_channels=shape[0]).eval(), {}, shape
+    channels = {"in_channels": shape[0]} if len(shape) > 1 else {}
+    return create_model(spec, **channels).eval(), {}, shape
 
 
 def _one_network(model: nn.Module, spec: str, layer: str | None = None) -> nn.Module:
@@ -41,12 +41,26 @@ def _one_network(model: nn.Module, spec: str, layer: str | None = None) -> nn.Mo
     return model.members[0]
 
 
-def _image(path: str, config: dict[str, Any], shape: tuple[int, int, int]) -> torch.Tensor:
+def _image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``shape`` as (C, H, W); these views draw images, so a signal or text model is an
+    error that says where its views are."""
+    from cnnlab.core.errors import ConfigError
+
+    if len(shape) != 3:
+        raise ConfigError(
+            f"this view needs an image model (input C, H, W); the model takes {shape}: "
+            "`cnnlab report RUN_DIR` draws Grad-CAM, filters and n-grams for signals and text"
+        )
+    c, h, w = shape
+    return c, h, w
+
+
+def _image(path: str, config: dict[str, Any], shape: tuple[int, ...]) -> torch.Tensor:
     """One image file -> the normalised (1, C, H, W) input the model expects."""
     from cnnlab.engine.predictor import read_image
     from cnnlab.models.saved import preprocess
 
-    return preprocess(read_image(path, shape)[None], config)
+    return preprocess(read_image(path, _image_shape(shape))[None], config)
 
 
 def _to_display(x: torch.Tensor) -> Any:
@@ -103,7 +117,12 @@ def cmd_maximise(args: argparse.Namespace) -> Path:
     kind: Literal["channel", "class"] = "class" if args.cls is not None else "channel"
     target = args.cls if args.cls is not None else args.channel
     image, history = activation_maximisation(
-        model, target, kind=kind, layer=args.layer, steps=args.steps, input_shape=shape
+        model,
+        target,
+        kind=kind,
+        layer=args.layer,
+        steps=args.steps,
+        input_shape=_image_shape(shape),
     )
     print(f"{kind} {target}: activation {history[0]:.4g} -> {history[-1]:.4g}")
     return save_png(_to_display(image), args.output, scale=4)

@@ -37,6 +37,9 @@ class ModelRecord:
     # What the task needs to predict as trained: multi-label thresholds, keypoint flip
     # index, segmentation ignore index, ...
     task_args: dict[str, Any] = field(default_factory=dict)
+    # How a raw input (text, WAV, recording) becomes the model's input: the dataset's
+    # ``preprocess`` (cnnlab.data.dataset); empty for images, which read_image prepares.
+    preprocess: dict[str, Any] = field(default_factory=dict)
     cnnlab_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other writers, kept as is
 
@@ -47,7 +50,7 @@ class ModelRecord:
             value = getattr(self, f.name)
             if f.name == "extra":
                 continue
-            if f.name in ("frozen", "task_args", "dataset_args") and not value:
+            if f.name in ("frozen", "task_args", "dataset_args", "preprocess") and not value:
                 continue
             out[f.name] = value
         return {**out, **self.extra}

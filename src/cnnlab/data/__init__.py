@@ -28,8 +28,11 @@ from cnnlab.data.readers import (
     read_idx,
     read_npz,
 )
+from cnnlab.data.real_sources import REAL_SOURCES
 from cnnlab.data.registry import dataset_info, register_dataset, registered_datasets
 from cnnlab.data.sources import CIFAR100_COARSE, LOCAL_KINDS, SOURCES, DatasetSource
+
+SOURCES.update(REAL_SOURCES)  # CWRU, MR and FSDD resolve, verify and download alike
 
 __all__ = [
     "DataFormatError",
@@ -374,5 +377,8 @@ def _source(name: str) -> DatasetSource:
     return SOURCES[name]
 
 
+from cnnlab.data import cwru as cwru  # noqa: E402  (registers cwru, bearing-synthetic)
+from cnnlab.data import fsdd as fsdd  # noqa: E402  (registers fsdd, fsdd-mulaw)
+from cnnlab.data import mr as mr  # noqa: E402  (registers mr)
 from cnnlab.data import nuclei as nuclei  # noqa: E402  (registers the dataset)
 from cnnlab.data import synthetic as synthetic  # noqa: E402  (registers generated datasets)

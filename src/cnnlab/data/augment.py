@@ -454,35 +454,60 @@ _PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
 }
 
 
-def build_augment(spec: Any) -> Augment | None:
+def build_augment(spec: Any, inputs: str = "images") -> Any:
     """Builds a pipeline from a config value.
 
     Args:
-        spec: None, "none" or [] for no augmentation; a string like "flip,crop"; or a list
-            of names and dicts such as ``{"name": "affine", "degrees": 10}``. Names:
-            flip, altflip, vflip, crop, affine, shift, rotate, zoom, shear, erase.
+        spec: None, "none" or [] for no augmentation; "auto" for what suits the inputs
+            (flip for images, none for signals and token ids); a string like "flip,crop";
+            or a list of names and dicts such as ``{"name": "affine", "degrees": 10}``.
+            Image names: flip, altflip, vflip, crop, affine, shift, rotate, zoom, shear,
+            erase. Signal names (inputs (N, C, L)): timeshift, amplitude, noise.
+        inputs: "images", "signals" or "tokens" (token ids take no augmentation).
 
     Returns:
-        The pipeline, or None when the spec asks for no augmentation.
+        The pipeline (an Augment, or a SignalAugment for signals), or None when the spec
+        asks for no augmentation.
     """
-    if spec is None:
-        items: list[Any] = []
-    elif isinstance(spec, str):
-        items = [] if spec.strip().lower() == "none" else spec.split(",")
-        items = [item.strip() for item in items if item.strip()]
-    elif isinstance(spec, Mapping):
-        items = [spec]
-    elif isinstance(spec, Sequence):
-        items = list(spec)
-    else:
-        raise ConfigError(
-            "Expected augmentation as None, a string like 'flip,crop' or a list of names "
-            f"and dicts, received {spec!r}"
-        )
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        spec = "flip" if inputs == "images" else None
+    if inputs != "images":
+        return _build_signal_augment(spec, inputs)
+    items = _items(spec)
     return Augment([_build_op(item) for item in items]) if items else None
 
 
-def _build_op(item: Any) -> AugmentOp:
+def _build_signal_augment(spec: Any, inputs: str) -> Any:
+    from cnnlab.data.augment_signal import SIGNAL_PRESETS, SignalAugment
+
+    items = _items(spec)
+    if items and inputs == "tokens":
+        raise ConfigError(
+            f"augment={spec!r}, but the inputs are token ids, which cnnlab does not augment; "
+            "expected none"
+        )
+    return SignalAugment([_build_op(item, SIGNAL_PRESETS) for item in items]) if items else None
+
+
+def _items(spec: Any) -> list[Any]:
+    """A config value as a list of op names and dicts (empty: no augmentation)."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        if spec.strip().lower() == "none":
+            return []
+        return [item.strip() for item in spec.split(",") if item.strip()]
+    if isinstance(spec, Mapping):
+        return [spec]
+    if isinstance(spec, Sequence):
+        return list(spec)
+    raise ConfigError(
+        "Expected augmentation as None, a string like 'flip,crop' or a list of names "
+        f"and dicts, received {spec!r}"
+    )
+
+
+def _build_op(item: Any, presets: dict[str, tuple[type, dict[str, Any]]] | None = None) -> Any:
     if isinstance(item, str):
         name, kwargs = item, {}
     elif isinstance(item, Mapping) and "name" in item:
@@ -493,9 +518,10 @@ def _build_op(item: Any) -> AugmentOp:
             f"Expected an augmentation name or a dict with a 'name' key, received {item!r}"
         )
     key = str(name).strip().lower()
-    if key not in _PRESETS:
-        raise UnknownNameError("augmentation", str(name), _PRESETS)
-    op, defaults = _PRESETS[key]
+    table = _PRESETS if presets is None else presets
+    if key not in table:
+        raise UnknownNameError("augmentation", str(name), table)
+    op, defaults = table[key]
     valid = [field.name for field in dataclasses.fields(op)]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:

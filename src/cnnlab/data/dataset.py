@@ -47,6 +47,10 @@ class ImageDataset:
     # Names of the values in ``mask`` targets, background (0) first, when they differ
     # from ``classes`` (composed scenes: 10 item classes, 11 mask values).
     mask_classes: list[str] | None = None
+    # How one raw input (a sentence, a WAV file, a vibration recording) becomes one row of
+    # x, as JSON: the saved model keeps it so `predict` prepares inputs as training did.
+    # {"kind": "text", "vocabulary": {...}, "max_len": 56} | {"kind": "audio", ...} | None
+    preprocess: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.y_train is not None:

@@ -57,8 +57,16 @@ class Resolver:
         mirror: str | None = None,
         download: bool = True,
     ) -> Resolver:
-        """Fill the defaults: ``$CNNLAB_DATA``, Debian's dataset roots, ``$CNNLAB_MIRROR``."""
-        roots = DEFAULT_SYSTEM_DIRS if system_dirs is None else tuple(system_dirs)
+        """Fill the defaults: ``$CNNLAB_DATA``, ``$CNNLAB_DATA_DIRS`` (roots separated by
+        ``os.pathsep``, searched before Debian's dataset roots), ``$CNNLAB_MIRROR``."""
+        if system_dirs is None:
+            extra = os.environ.get("CNNLAB_DATA_DIRS", "").split(os.pathsep)
+            roots: tuple[str | os.PathLike[str], ...] = (
+                *(d for d in extra if d.strip()),
+                *DEFAULT_SYSTEM_DIRS,
+            )
+        else:
+            roots = tuple(system_dirs)
         return cls(
             cache_dir=Path(cache_dir).expanduser() if cache_dir else default_cache_dir(),
             system_dirs=tuple(Path(r) for r in roots),
@@ -390,5 +398,6 @@ def how_to_get(source: DatasetSource, resolver: Resolver, reason: str) -> str:
         f"  - python -m cnnlab.data fetch {source.name} --mirror <base URL holding {names}>"
         " (or set CNNLAB_MIRROR)",
         "  - set CNNLAB_DATA=<folder> to use another cache folder",
+        f"  - set CNNLAB_DATA_DIRS=<root> if <root>/{source.name}/ already holds the files",
     ]
     return "\n".join(lines)

@@ -36,7 +36,7 @@ class DatasetSource:
     urls: tuple[str, ...]  # base URLs tried in order; a file's URL is base + file name
     files: tuple[RemoteFile, ...]
     classes: tuple[str, ...]
-    input_shape: tuple[int, int, int]  # (C, H, W)
+    input_shape: tuple[int, ...]  # (C, H, W) of an image, (C, L) of a signal, (L,) of tokens
     train_size: int
     test_size: int
     apt_package: str | None = None

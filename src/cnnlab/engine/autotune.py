@@ -237,7 +237,8 @@ class _Runner:
         self.x, self.targets = x, targets
         if settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            self.x = x.contiguous(memory_format=torch.channels_last)
+            if x.dim() == 4:
+                self.x = x.contiguous(memory_format=torch.channels_last)
         forward = torch.compile(self.model) if settings.compile else self.model
         # A small lr: the weights barely move, so every step costs what a real one does.
         optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
@@ -307,8 +308,10 @@ def tune(
     task: Task | None = None,
     targets: Targets | None = None,
     run_seconds: float | None = None,
+    inputs: torch.Tensor | None = None,
 ) -> Choice:
-    """Time the candidates on random data of the real batch shape; returns the choice.
+    """Time the candidates on random data of the real batch shape (or on ``inputs``, a
+    real batch: token ids must be valid ids); returns the choice.
 
     ``run_seconds`` (a time budget) replaces ``run_steps`` as the run's length: the steps
     it buys at the baseline's first step time.
@@ -316,7 +319,7 @@ def tune(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        x = torch.randn(batch_size, *input_shape)
+        x = inputs if inputs is not None else torch.randn(batch_size, *input_shape)
         if targets is None:  # a classifier's random labels
             targets = {"label": torch.randint(0, num_classes, (batch_size,))}
         task = task or get_task("classify")
@@ -509,6 +512,7 @@ def resolve(
     task: Task | None = None,
     targets: Targets | None = None,
     run_seconds: float | None = None,
+    inputs: torch.Tensor | None = None,
 ) -> Choice:
     """The settings a run uses: explicit config values win, ``None`` fields are resolved.
 
@@ -518,6 +522,8 @@ def resolve(
     fresh timing, then cached.
     """
     fixed = {f: bool(getattr(config, f)) for f in SETTINGS if getattr(config, f) is not None}
+    if len(input_shape) != 3:  # signals and token ids: channels_last is a 4-D layout
+        fixed.setdefault("channels_last", False)
     baseline = CpuSettings(**fixed)
     if len(fixed) == len(SETTINGS):
         return Choice(baseline, "config")
@@ -540,6 +546,7 @@ def resolve(
     choice = tune(
         model, input_shape, batch_size=config.batch_size, num_classes=num_classes,
         fixed=fixed, run_steps=run_steps, task=task, targets=targets, run_seconds=run_seconds,
+        inputs=inputs,
     )  # fmt: skip
     _store(cache_path(), key, described, choice)
     return choice

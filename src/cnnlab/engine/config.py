@@ -58,7 +58,8 @@ class TrainConfig:
     grad_clip: float | None = None  # max global grad norm; None = off
     # Flips only: in runs this short, crops and erasing cost more accuracy than they
     # add (10 epochs: flip 93.4%, flip+crop 92.8% on Fashion-MNIST).
-    augment: Any = "flip"  # see cnnlab.data.augment.build_augment
+    # "auto": flip for images, none for signals and token ids (cnnlab.data.augment.build_augment)
+    augment: Any = "auto"
     early_stopping: int | None = None  # patience in epochs on the monitored loss
     # Test-time augmentation: True/"flip" = mean of an image and its mirror (+0.3-0.4%),
     # "flip-shift" adds 1-pixel shifts of both (cnnlab.tasks.tta), False/"none" = off.

@@ -18,7 +18,7 @@ from cnnlab.core.errors import CheckpointError
 from cnnlab.core.io import atomic_write_bytes, write_json
 from cnnlab.core.records import record_of
 from cnnlab.data.loader import Normalize
-from cnnlab.engine import evaluator
+from cnnlab.engine import evaluator, inputs
 from cnnlab.engine.evaluator import EvalSettings
 from cnnlab.models.saved import load
 from cnnlab.tasks import Task, as_targets, get_task
@@ -118,6 +118,8 @@ def predict_files(
     if not shape or not classes:
         raise CheckpointError(f"{model_dir}: config.json lacks input_shape or classes")
     task = task_of(model)
+    if record is not None and record.preprocess:
+        return _predict_prepared(model, task, record.preprocess, paths, classes, top_k)
     results = [Prediction(str(p)) for p in paths]
     images, sizes, ok = [], [], []
     for result in results:
@@ -141,6 +143,33 @@ def predict_files(
     if output is not None and task.name == "detect":
         rows = [{**row, "file_name": r.path} for r in results for row in r.detections]
         write_json(Path(output) / DETECTIONS_FILE, rows)
+    return results
+
+
+def _predict_prepared(
+    model: nn.Module, task: Task, preprocess: dict[str, Any], items: Sequence[str],
+    classes: list[str], top_k: int,
+) -> list[Prediction]:  # fmt: skip
+    """Sentences, WAV files or recordings (cnnlab.engine.inputs): a recording's windows
+    are scored one by one and their probabilities averaged (the window count is shown)."""
+    results: list[Prediction] = []
+    for item in items:
+        try:
+            prepared = inputs.prepare(item, preprocess)
+        except FileNotFoundError:
+            results.append(Prediction(item, error="file not found"))
+            continue
+        except (OSError, ValueError) as e:  # DataFormatError is a ValueError
+            results.append(Prediction(item, error=str(e)))
+            continue
+        for name, x in prepared:
+            scores = probabilities(model, x).mean(0)
+            result = Prediction(name)
+            size = (1, int(x.shape[-1]))
+            _predict_one(task, result, x[0], scores, classes, size, top_k, None)
+            if len(x) > 1:
+                result.lines.append(("windows averaged", str(len(x))))
+            results.append(result)
     return results
 
 

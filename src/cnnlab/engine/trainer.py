@@ -379,6 +379,7 @@ class Trainer:
             run_steps=run_steps, no_tuning=why_not, saved=saved, task=task,
             run_seconds=budget.parse_duration(cfg.time_budget),
             targets={k: v[: cfg.batch_size] for k, v in data.targets_train.items()},
+            inputs=_timing_inputs(data.x_train[: cfg.batch_size]),
         )  # fmt: skip
 
     def _loader(
@@ -388,7 +389,7 @@ class Trainer:
         cfg = self.config
         return BatchLoader(
             x, y, cfg.batch_size, self.normalize, shuffle=True,
-            augment=build_augment(cfg.augment), generator=generator, drop_last=True,
+            augment=build_augment(cfg.augment, input_kind(x)), generator=generator, drop_last=True,
             limit_batches=1 if cfg.fast_dev_run else cfg.limit_batches,
             channels_last=self.cpu.settings.channels_last, flip_index=data.flip_index,
         )  # fmt: skip
@@ -497,6 +498,7 @@ class Trainer:
                 dataset=data.name,
                 dataset_args=self.config.dataset_args if data.name == self.config.dataset else {},
                 task_args={**self.task.record_args(data), **self.config.task_args},
+                preprocess=data.preprocess or {},
             ),
         )  # fmt: skip
 
@@ -561,3 +563,18 @@ class Trainer:
 def train_images(data: ImageDataset, val_split: float) -> int:
     """Training images left once ``val_split`` of them are held out for validation."""
     return len(data.x_train) - int(len(data.x_train) * val_split)
+
+
+def _timing_inputs(x: torch.Tensor) -> torch.Tensor | None:
+    """What the tuner times a step on: the real rows for token ids (random ids could be
+    out of the vocabulary) and signals; None (random images of the shape) for images."""
+    if x.dtype == torch.uint8:
+        return None
+    return x.clone()
+
+
+def input_kind(x: torch.Tensor) -> str:
+    """ "images" (N, C, H, W), "signals" (N, C, L) or "tokens" (int64 ids (N, L))."""
+    if x.dtype == torch.int64:
+        return "tokens"
+    return "images" if x.dim() == 4 else "signals"

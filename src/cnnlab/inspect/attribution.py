@@ -54,10 +54,12 @@ def _resolve_target(logits: torch.Tensor, target: torch.Tensor | None) -> torch.
 
 
 def _normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max scale each map of a (B, H, W) batch to [0, 1]; a constant map becomes 0."""
+    """Min-max scale each map of a (B, H, W) or (B, L) batch to [0, 1]; a constant map
+    becomes 0."""
     flat = maps.flatten(1)
-    low = flat.min(dim=1).values[:, None, None]
-    span = (flat.max(dim=1).values[:, None, None] - low).clamp_min(1e-12)
+    shape = (-1,) + (1,) * (maps.dim() - 1)
+    low = flat.min(dim=1).values.view(shape)
+    span = (flat.max(dim=1).values.view(shape) - low).clamp_min(1e-12)
     return ((maps - low) / span).detach()
 
 
@@ -170,39 +172,69 @@ def grad_cam(
     x: torch.Tensor,
     target: torch.Tensor | None = None,
     layer: str | None = None,
+    size: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k alpha_k A^k), upsampled to the image.
 
     Args:
         model: a classifier with ``forward_features``/``forward_head`` (when ``layer``
             is None) or any module; put in eval mode for the call and restored after.
-        x: normalised image batch (B, C, H, W).
+        x: normalised image batch (B, C, H, W), or signals (B, C, L).
         target: class index per image (B,), or None for the predicted class.
         layer: name from ``model.named_modules()`` whose output is A (its last call,
             if the module runs more than once); None means the last feature maps.
+        size: the map's output size; default the input's (H, W) or (L,). A 2-D map of a
+            1-D input (a spectrogram CNN's) defaults to the model's ``spectrogram`` size.
 
     Returns:
-        The class activation map, bilinearly upsampled to (H, W), scaled to [0, 1].
+        The class activation map, upsampled (bilinear, or linear over time) to ``size``,
+        scaled to [0, 1]: (B, H, W), or (B, L) for maps over time.
         For an :class:`~cnnlab.models.Ensemble` without ``layer``: the mean of its
         members' maps for the class the ensemble predicts (or ``target``), rescaled.
     """
-    _check_batch(x)
+    if x.dim() not in (3, 4):
+        raise ShapeMismatchError(
+            f"Expected x of shape (B, C, H, W) or (B, C, L), received {tuple(x.shape)}"
+        )
     if layer is None and isinstance(model, Ensemble):
         # No single last feature map: each member's map, for the ensemble's class.
         if target is None:
             with _inspecting(model), torch.no_grad():
                 target = model(x).argmax(1)
-        return _normalise(torch.stack([grad_cam(m, x, target) for m in model.members]).mean(0))
+        maps = [grad_cam(m, x, target, size=size) for m in model.members]
+        return _normalise(torch.stack(maps).mean(0))
     with _inspecting(model):
         # Frozen parameters: the input must require grad for A to carry a gradient.
         x = x.detach().clone().requires_grad_(True)
         acts, logits = _activation_and_logits(model, x, layer)
         cls = _resolve_target(logits, target)
         (grads,) = torch.autograd.grad(logits.gather(1, cls[:, None]).sum(), acts)
-    alpha = grads.mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1): spatial mean of dy/dA^k
-    cam = F.relu((alpha * acts).sum(dim=1, keepdim=True))  # (B, 1, h, w)
-    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    if acts.dim() not in (3, 4):
+        raise ShapeMismatchError(
+            f"Grad-CAM needs feature maps (B, K, h, w) or (B, K, l), received {tuple(acts.shape)}"
+        )
+    spatial = tuple(range(2, acts.dim()))
+    alpha = grads.mean(dim=spatial, keepdim=True)  # (B, K, 1[, 1]): spatial mean of dy/dA^k
+    cam = F.relu((alpha * acts).sum(dim=1, keepdim=True))  # (B, 1, h[, w])
+    if size is None:
+        size = _map_size(model, x, acts)
+    mode = "bilinear" if cam.dim() == 4 else "linear"
+    cam = F.interpolate(cam, size=tuple(size), mode=mode, align_corners=False)
     return _normalise(cam[:, 0])
+
+
+def _map_size(model: nn.Module, x: torch.Tensor, acts: torch.Tensor) -> tuple[int, ...]:
+    """The input's own size, or for 2-D maps of a 1-D input the spectrogram's."""
+    if acts.dim() == x.dim():
+        return tuple(x.shape[2:])
+    spectrogram = getattr(model, "spectrogram", None)
+    if acts.dim() == 4 and spectrogram is not None:
+        with torch.no_grad():
+            return tuple(spectrogram(x).shape[-2:])
+    raise ShapeMismatchError(
+        f"Grad-CAM of feature maps {tuple(acts.shape)} over an input {tuple(x.shape)}: "
+        "pass size= for the map"
+    )
 
 
 def _patch_masks(height: int, width: int, patch: int, stride: int) -> torch.Tensor:

@@ -125,7 +125,8 @@ class _Tracer:
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]:
-    """Run one sample of ``input_shape`` (C, H, W) through ``model``; one row per leaf call.
+    """Run one sample of ``input_shape`` (C, H, W), (C, L) or (L,) through ``model``; one row
+    per leaf call.
 
     A module called twice (weight sharing) appears twice, with its MACs counted
     twice but its parameters once. Every layer output stays alive until the end
@@ -141,7 +142,11 @@ def summary(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]:
     ]
     was_training = model.training
     param = next(model.parameters(), None)
-    x = torch.zeros(1, *input_shape, device=param.device if param is not None else None)
+    # Token models (Kim's CNN, WaveNet) declare ``input_dtype = torch.int64``: ids, not pixels.
+    dtype = getattr(model, "input_dtype", torch.float32)
+    x = torch.zeros(
+        1, *input_shape, dtype=dtype, device=param.device if param is not None else None
+    )
     tracer.mark(x, 1, 1)
     try:
         model.eval()

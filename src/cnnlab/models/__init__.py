@@ -2,6 +2,7 @@
 
 from cnnlab.models import (
     alexnet,
+    audio_nets,
     cifar_resnet,
     deeplab,
     densenet,
@@ -13,6 +14,7 @@ from cnnlab.models import (
     inception_v3,
     integral_regression,
     keras_cifar,
+    kim_cnn,
     lenet,
     mobilenet,
     pspnet,
@@ -21,8 +23,10 @@ from cnnlab.models import (
     seed_nets,
     segnet,
     senet,
+    signal_nets,
     unet,
     vgg,
+    wavenet,
     wide_resnet,
     xception,
 )
@@ -36,6 +40,7 @@ __all__ = [
     "Ensemble",
     "Segmenter",
     "alexnet",
+    "audio_nets",
     "build_model",
     "cifar_resnet",
     "create_model",
@@ -49,6 +54,7 @@ __all__ = [
     "inception_v3",
     "integral_regression",
     "keras_cifar",
+    "kim_cnn",
     "lenet",
     "list_models",
     "mobilenet",
@@ -60,8 +66,10 @@ __all__ = [
     "seed_nets",
     "segnet",
     "senet",
+    "signal_nets",
     "unet",
     "vgg",
+    "wavenet",
     "wide_resnet",
     "xception",
 ]

@@ -22,12 +22,13 @@ class ModelInfo:
 
     name: str
     builder: Callable[..., nn.Module]
-    input_shape: tuple[int, int, int]  # (C, H, W) the model is designed for
+    # (C, H, W) of an image, (C, L) of a signal, (L,) of token ids: what the model is built for
+    input_shape: tuple[int, ...]
     paper: str  # short citation, e.g. "LeCun et al. 1998"
     year: int
     fixed_input: bool  # built for one image size: the builder takes ``input_size``
     # A small input that still runs every layer: what fast tests feed it (None: input_shape).
-    test_input_shape: tuple[int, int, int] | None = None
+    test_input_shape: tuple[int, ...] | None = None
     # What the model predicts: "classify" (and "multilabel": same output shape),
     # "segment" (B, num_classes, H, W) or "keypoints" (B, 2 * num_keypoints).
     task: str = "classify"
@@ -39,11 +40,11 @@ _REGISTRY: dict[str, ModelInfo] = {}
 def register_model(
     name: str,
     *,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     paper: str,
     year: int,
     fixed_input: bool = False,
-    test_input_shape: tuple[int, int, int] | None = None,
+    test_input_shape: tuple[int, ...] | None = None,
     task: str = "classify",
 ) -> Callable[[Builder], Builder]:
     """Decorator that adds a builder to the registry under ``name``."""

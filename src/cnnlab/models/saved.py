@@ -132,12 +132,18 @@ def freeze(model: nn.Module, names: list[str]) -> None:
 
 
 def preprocess(images: torch.Tensor, config: dict[str, Any] | ModelRecord) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> the normalised float input the saved model was trained on."""
+    """uint8 (N, C, H, W) -> the normalised float input the saved model was trained on;
+    float signals (N, C, L) are normalised per channel; token ids pass unchanged."""
     if isinstance(config, ModelRecord):
         mean, std = config.mean, config.std
     else:
         mean, std = config.get("mean"), config.get("std")
-    return to_input(images, Normalize(mean or [0.0], std or [1.0]))
+    normalize = Normalize(mean or [0.0], std or [1.0])
+    if images.dtype == torch.int64:
+        return images
+    if images.is_floating_point() and images.dim() == 3:
+        return normalize.signal(images.float())
+    return to_input(images, normalize)
 
 
 def dataset_of(model: nn.Module, name: str | None = None) -> tuple[str, ImageDataset]:

@@ -34,6 +34,7 @@ from cnnlab.inspect import attribution, embedding, evaluation, visualize
 from cnnlab.inspect.summary import format_summary, summary
 from cnnlab.models.ensemble import Ensemble
 from cnnlab.models.saved import config_of, load, preprocess
+from cnnlab.runs import report_signals
 from cnnlab.tasks import Task
 
 EMBEDDING_IMAGES = 1000  # more points add nothing visible; t-SNE of 1000 takes ~5 s
@@ -61,7 +62,7 @@ class _Run:
     classes: list[str]
     metrics: dict[str, Any]
     history: list[dict[str, str]]
-    x_test: torch.Tensor  # uint8 (N, C, H, W)
+    x_test: torch.Tensor  # uint8 images (N, C, H, W), float signals (N, C, L) or ids (N, L)
     targets: dict[str, torch.Tensor]  # the test targets, as the dataset holds them
     probs: torch.Tensor  # the task's scores: (N, K) class probabilities for a classifier
     inner: nn.Module  # whose layers the filter, feature-map and embedding sections show
@@ -165,11 +166,13 @@ def _summary_section(run: _Run) -> str:
         ["epochs", m.get("epochs", len(run.history))],
     ]
     table = _table(["", "value"], facts)
+    layers = html.escape(format_summary(rows, run.inner))
+    if run.x_test.dtype != torch.uint8:  # signals and sentences: their sections show them
+        return _section("summary", "Summary", f"{table}{run.note}<pre>{layers}</pre>")
     n = min(SAMPLE_IMAGES, len(run.x_test))
     grid = visualize.image_grid(run.x_test[:n].float() / 255, ncols=16, normalize=None)
     caption = f"the first {n} test images"
     samples = _img(_png_uri(grid, scale=2), "test images", caption)
-    layers = html.escape(format_summary(rows, run.inner))
     return _section("summary", "Summary", f"{table}{samples}{run.note}<pre>{layers}</pre>")
 
 
@@ -311,7 +314,15 @@ def write_report(
     """
     folder = Path(run_dir)
     run = _load_run(folder, data)
-    if run.task.name == "classify":
+    kind = report_signals.kind_of(run)
+    if kind is not None and run.task.name == "classify":
+        sections = [
+            _summary_section(run),
+            _curves_section(run),
+            _confusion_section(run),
+            *report_signals.sections(run, kind),
+        ]
+    elif run.task.name == "classify":
         sections = [
             _summary_section(run),
             _curves_section(run),
@@ -328,13 +339,9 @@ def write_report(
             _section(f"task-{i}", html.escape(title), _img(_png_uri(picture), title, caption))
             for i, (title, picture, caption) in enumerate(shown)
         )
-        sections = [
-            _summary_section(run),
-            _curves_section(run),
-            task_html,
-            _filters_section(run),
-            _feature_maps_section(run),
-        ]
+        sections = [_summary_section(run), _curves_section(run), task_html]
+        if kind is None:  # image models: what their layers learned
+            sections += [_filters_section(run), _feature_maps_section(run)]
     title = html.escape(f"cnnlab report: {folder.name}")
     page = (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'

@@ -20,12 +20,20 @@ from cnnlab.tasks import get_task
 
 
 def build_model(config: TrainConfig, data: ImageDataset) -> nn.Module:
-    """The config's model, sized for the data (channels, classes, and image size if fixed)."""
+    """The config's model, sized for the data (channels, classes, image size if fixed, and
+    the vocabulary's size for a text model)."""
     task = get_task(config.task or data.task)
-    args: dict[str, Any] = {"in_channels": data.input_shape[0], **task.model_args(data)}
-    if model_info(config.model).fixed_input:
+    # Token ids (N, L) have no channel axis: their models take no in_channels.
+    channels = {"in_channels": data.input_shape[0]} if len(data.input_shape) > 1 else {}
+    args: dict[str, Any] = {**channels, **task.model_args(data)}
+    if model_info(config.model).fixed_input and len(data.input_shape) == 2:
+        args["input_size"] = data.input_shape[-1]  # a signal's length L
+    elif model_info(config.model).fixed_input:
         h, w = data.input_shape[-2:]
         args["input_size"] = h if h == w else [h, w]
+    preprocess = data.preprocess or {}
+    if preprocess.get("kind") == "text":  # an embedding row per word of the vocabulary
+        args["vocab_size"] = len(preprocess["vocabulary"]["tokens"])
     args.update(config.model_args)
     return create_model(config.model, **args)
 

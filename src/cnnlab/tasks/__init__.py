@@ -3,7 +3,7 @@
 Importing this package registers every task; ``get_task(name)`` returns one.
 """
 
-from cnnlab.tasks import classify, detect, keypoints, multilabel, segment
+from cnnlab.tasks import classify, detect, generate, keypoints, multilabel, segment
 from cnnlab.tasks.base import Task, as_targets, get_task, list_tasks, register_task
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "as_targets",
     "classify",
     "detect",
+    "generate",
     "get_task",
     "keypoints",
     "list_tasks",

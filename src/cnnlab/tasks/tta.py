@@ -43,7 +43,7 @@ def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 def tta_log_probs(model: nn.Module, x: torch.Tensor, mode: Any) -> torch.Tensor:
     """Float32 log of the (weighted) mean softmax over the views ``mode`` asks for."""
-    resolved = tta_mode(mode)
+    resolved = tta_mode(mode) if x.dim() == 4 else "none"  # only images have mirror views
     views: list[tuple[torch.Tensor, float]] = [(x, 1.0)]
     if resolved in ("flip", "flip-shift"):
         views.append((x.flip(3), 1.0))
