@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Real data sets (FSDD, MR, CWRU) beside the project, found through $CNNLAB_DATA_DIRS.
+SHARED_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint bench bench-recipes bench-budget bench-detect data browser install clean
+.PHONY: demo test lint bench bench-recipes bench-budget bench-detect bench-signals data browser install clean
 
 demo: $(STAMP) data
 	$(VENV)/bin/cnnlab train --recipe fmnist-fast --name demo
@@ -49,6 +51,16 @@ bench-detect: $(STAMP) data
 	$(PY) benchmarks/detect.py --recipe scenes-detect --seeds 0 1 2 --speed --baseline scenes --json runs/detect-fcos.json
 	$(PY) benchmarks/detect.py --recipe scenes-detect --seeds 0 --json runs/detect-ssd.json -- --model ssd
 	$(PY) benchmarks/detect.py --recipe nuclei-detect --seeds 0 1 2 --baseline nuclei --json runs/detect-nuclei.json
+
+# Signals, sentences and speech on the real copies in ../shared/data (CWRU, MR, FSDD):
+# CWRU x 3 seeds (~2 min), MR 10-fold CV x 3 seeds (~20 min), FSDD random split and
+# held-out speakers x 3 seeds (~25 min), WaveNet (~20 min).
+bench-signals: $(STAMP)
+	@mkdir -p runs
+	CNNLAB_DATA_DIRS=$(SHARED_DATA) $(PY) benchmarks/cwru.py --seeds 0 1 2 --json runs/cwru.json
+	CNNLAB_DATA_DIRS=$(SHARED_DATA) $(PY) benchmarks/mr_cv.py --seeds 0 1 2 --json runs/mr-cv.json
+	CNNLAB_DATA_DIRS=$(SHARED_DATA) $(PY) benchmarks/fsdd.py --seeds 0 1 2 --m5 --json runs/fsdd.json
+	CNNLAB_DATA_DIRS=$(SHARED_DATA) $(PY) benchmarks/wavenet.py --seeds 0 --json runs/wavenet.json
 
 install: $(STAMP)
 

@@ -29,8 +29,16 @@ from cnnlab.engine.predictor import probabilities
 from cnnlab.runs.run import train_one
 
 
-def envelope_baseline(data: Any, max_hz: float | None) -> dict[str, Any]:
-    """Logistic regression on standardised log envelope spectra; accuracy and time."""
+def noisy(x: torch.Tensor, snr_db: float, seed: int = 0) -> torch.Tensor:
+    """The test windows with white noise at ``snr_db`` (relative to each window's power)."""
+    from cnnlab.data.augment_signal import AddNoise
+
+    return AddNoise((snr_db, snr_db))(x, torch.Generator().manual_seed(seed))
+
+
+def envelope_baseline(data: Any, max_hz: float | None, snrs: list[float]) -> dict[str, Any]:
+    """Logistic regression on standardised log envelope spectra; accuracy (clean and at
+    each SNR of the test windows) and time."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -46,9 +54,16 @@ def envelope_baseline(data: Any, max_hz: float | None) -> dict[str, Any]:
 
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
     model.fit(features(data.x_train), data.y_train.numpy())
-    predicted = model.predict(features(data.x_test))
-    accuracy = float((predicted == data.y_test.numpy()).mean())
-    return {"accuracy": accuracy, "seconds": time.perf_counter() - started, "max_hz": max_hz}
+    truth = data.y_test.numpy()
+    accuracy = float((model.predict(features(data.x_test)) == truth).mean())
+    at_snr = {
+        str(snr): float((model.predict(features(noisy(data.x_test, snr))) == truth).mean())
+        for snr in snrs
+    }
+    return {
+        "accuracy": accuracy, "noisy": at_snr, "seconds": time.perf_counter() - started,
+        "max_hz": max_hz,
+    }  # fmt: skip
 
 
 def confusion(pred: np.ndarray, true: np.ndarray, k: int) -> list[list[int]]:
@@ -63,11 +78,15 @@ def main() -> None:
     parser.add_argument("--recipe", default="cwru-wdcnn")
     parser.add_argument("--model", help="another model than the recipe's, e.g. resnet1d")
     parser.add_argument("--max-hz", type=float, default=None, help="baseline spectrum limit")
+    parser.add_argument(
+        "--snr", type=float, nargs="*", default=[-4.0, 0.0, 4.0, 8.0],
+        help="also score the test windows with white noise at these SNRs (dB)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     data = datasets.load("cwru")
-    base = envelope_baseline(data, args.max_hz)
+    base = envelope_baseline(data, args.max_hz, args.snr)
     print(
         f"envelope spectrum + logistic regression: {base['accuracy']:.2%} ({base['seconds']:.1f} s)"
     )
@@ -81,7 +100,16 @@ def main() -> None:
             )  # fmt: skip
             metrics, model = train_one(config, data=data, log=lambda _: None)
             pred = probabilities(model, data.x_test).argmax(1).numpy()
+            at_snr = {
+                str(snr): float(
+                    (probabilities(model, noisy(data.x_test, snr)).argmax(1) == data.y_test)
+                    .float()
+                    .mean()
+                )
+                for snr in args.snr
+            }
             runs.append({
+                "noisy": at_snr,
                 "seed": seed, "accuracy": metrics["test_accuracy"],
                 "train_seconds": metrics["train_seconds"],
                 "confusion": confusion(pred, data.y_test.numpy(), data.num_classes),
@@ -102,6 +130,11 @@ def main() -> None:
         f"median {result['median_accuracy']:.2%} ({min(accuracies):.2%}-{max(accuracies):.2%}) "
         f"over seeds {args.seeds}; baseline {base['accuracy']:.2%}"
     )
+    for snr in args.snr:
+        cnn = statistics.median(r["noisy"][str(snr)] for r in runs)
+        print(
+            f"  noise at {snr:+.0f} dB SNR: CNN median {cnn:.2%}, baseline {base['noisy'][str(snr)]:.2%}"
+        )
     worst = runs[accuracies.index(min(accuracies))]["confusion"]
     print("confusion of the worst seed (rows true, columns predicted):")
     for name, row in zip(data.classes, worst, strict=True):

@@ -186,7 +186,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_summary(rows, model, depth=args.depth, batch_size=args.batch_size))
-        print(_receptive_field_line(model))
+        causal = _receptive_field_line(model)
+        if causal:
+            print(causal)
     return 0
 
 

@@ -462,7 +462,7 @@ def build_augment(spec: Any, inputs: str = "images") -> Any:
             (flip for images, none for signals and token ids); a string like "flip,crop";
             or a list of names and dicts such as ``{"name": "affine", "degrees": 10}``.
             Image names: flip, altflip, vflip, crop, affine, shift, rotate, zoom, shear,
-            erase. Signal names (inputs (N, C, L)): timeshift, amplitude, noise.
+            erase. Signal names (inputs (N, C, L)): timeshift, amplitude, noise, speed.
         inputs: "images", "signals" or "tokens" (token ids take no augmentation).
 
     Returns:

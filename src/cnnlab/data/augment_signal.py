@@ -104,12 +104,17 @@ class AddNoise:
 
     Args:
         snr_db: (low, high) range of the signal-to-noise ratio in dB.
+        p: the share of the samples that get noise; the rest pass unchanged, so a model
+            still sees clean signals as they come at test time.
     """
 
     snr_db: tuple[float, float] = (0.0, 20.0)
+    p: float = 1.0
 
     def __post_init__(self) -> None:
         self.snr_db = _pair("snr_db", self.snr_db, -200.0, 200.0)
+        if not 0.0 <= self.p <= 1.0:
+            raise ConfigError(f"Expected p in [0, 1], received p={self.p}")
 
     def sample(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(B,) SNRs in dB and (B, C, L) standard normal noise."""
@@ -128,7 +133,11 @@ class AddNoise:
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         _check_signals(x, "AddNoise")
-        return self.apply(x, *self.sample(x, generator))
+        noisy = self.apply(x, *self.sample(x, generator))
+        if self.p >= 1.0:
+            return noisy
+        chosen = _rand(generator, (x.shape[0],), x.device) < self.p
+        return torch.where(chosen[:, None, None], noisy, x)
 
 
 @dataclass
@@ -221,7 +230,7 @@ class RandomSpeed:
         position = torch.arange(L, device=x.device, dtype=torch.float64)[None] * factors[:, None]
         left = position.floor().long()  # (B, L)
         frac = (position - left).to(x.dtype)[:, None, :]
-        inside = (left < L - 1)[:, None, :]
+        inside = (position <= L - 1)[:, None, :]
         left = left.clamp(max=L - 1)
         right = (left + 1).clamp(max=L - 1)
         gather = lambda index: x.gather(2, index[:, None, :].expand(B, C, L))  # noqa: E731

@@ -205,6 +205,7 @@ class StampBook:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / STAMP_FILE
+        self.dirty = False
         try:
             self.entries: dict[str, list[int]] = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -220,10 +221,18 @@ class StampBook:
         return self.entries.get(key) == value
 
     def mark(self, path: Path) -> None:
+        """Remember ``path`` as verified; :meth:`save` writes the book (once per dataset:
+        FSDD has 3,000 files, and a write per file cost ~25 s)."""
         key, value = self._key(path)
         self.entries[key] = value
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
         with contextlib.suppress(OSError):  # read-only cache: verify in full next time
             atomic_write(self.path, json.dumps(self.entries, indent=1).encode())
+        self.dirty = False
 
 
 def verify_local(path: Path, spec: RemoteFile, stamps: StampBook) -> None:
@@ -320,12 +329,15 @@ def find_local(source: DatasetSource, resolver: Resolver) -> dict[str, Path] | N
     """
     stamps = StampBook(resolver.cache_dir / source.name)
     found: dict[str, Path] = {}
-    for spec in source.files:
-        path = _local_copy(source, spec, resolver)
-        if path is None:
-            return None
-        verify_local(path, spec, stamps)
-        found[spec.name] = path
+    try:
+        for spec in source.files:
+            path = _local_copy(source, spec, resolver)
+            if path is None:
+                return None
+            verify_local(path, spec, stamps)
+            found[spec.name] = path
+    finally:
+        stamps.save()
     return found
 
 
@@ -345,16 +357,19 @@ def resolve(source: DatasetSource, resolver: Resolver) -> dict[str, Path]:
     """
     stamps = StampBook(resolver.cache_dir / source.name)
     paths: dict[str, Path] = {}
-    for spec in source.files:
-        local = _local_copy(source, spec, resolver)
-        if local is not None:
-            verify_local(local, spec, stamps)
-            paths[spec.name] = local
-            continue
-        dest = resolver.cache_dir / source.name / spec.name
-        _download_any(source, spec, resolver, dest)
-        stamps.mark(dest)
-        paths[spec.name] = dest
+    try:
+        for spec in source.files:
+            local = _local_copy(source, spec, resolver)
+            if local is not None:
+                verify_local(local, spec, stamps)
+                paths[spec.name] = local
+                continue
+            dest = resolver.cache_dir / source.name / spec.name
+            _download_any(source, spec, resolver, dest)
+            stamps.mark(dest)
+            paths[spec.name] = dest
+    finally:
+        stamps.save()
     return paths
 
 

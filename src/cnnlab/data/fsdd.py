@@ -2,7 +2,7 @@
 WaveNet.
 
 Splits (``split``):
-- ``"official"``: recordings numbered 0-4 of every digit and speaker test (600), 5-49
+- ``"official"``: recordings numbered 0-4 of every digit and speaker test (300), 5-49
   train, as the dataset's README defines its test set;
 - ``"random"``: a seeded, stratified random ``test_fraction`` of the recordings;
 - ``"speakers"``: every recording of ``test_speakers`` tests: the model never heard

@@ -77,6 +77,8 @@ def read_audio(path: str | os.PathLike[str], preprocess: dict[str, Any]) -> torc
 def read_signal(path: str | os.PathLike[str], preprocess: dict[str, Any]) -> torch.Tensor:
     """A recording -> its windows (n, 1, window), stepped by the training test stride."""
     window, stride = int(preprocess["window"]), int(preprocess.get("stride", preprocess["window"]))
+    if not Path(path).is_file():
+        raise FileNotFoundError(path)
     suffix = Path(path).suffix.lower()
     if suffix in (".npz", ".mat"):
         from cnnlab.data.bearing import cwru_sample_rate, read_cwru, to_sample_rate

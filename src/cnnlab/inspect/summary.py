@@ -96,8 +96,16 @@ class _Tracer:
         self.fields[id(tensor)] = (tensor, rf, jump)
         self.deepest = max(self.deepest, (rf, jump))
 
+    def field_of(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
+        """What is known of ``tensor``, or of the tensor it is a view of (a transpose
+        between two layers, as a text CNN makes of its embeddings)."""
+        found = self.fields.get(id(tensor))
+        if found is None and tensor._base is not None:
+            found = self.fields.get(id(tensor._base))
+        return found
+
     def rf_of(self, inputs: tuple[Any, ...]) -> tuple[int, int]:
-        known = [self.fields.get(id(t)) for t in inputs if isinstance(t, torch.Tensor)]
+        known = [self.field_of(t) for t in inputs if isinstance(t, torch.Tensor)]
         if not known or any(k is None for k in known):
             return self.deepest
         return max((k[1], k[2]) for k in known if k is not None)

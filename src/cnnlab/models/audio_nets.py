@@ -84,9 +84,12 @@ class SpectrogramCNN(Classifier):
         self.in_channels, self.num_classes, self.dropout = in_channels, num_classes, dropout
         self.width = widths[-1]
         self.min_size = n_fft
+        # top_db: digital silence (the padding after a short word) floors 80 dB under the
+        # recording's peak instead of log(eps), far below anything a microphone records.
         self.front = LogMel(
-            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels
-        )
+            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+            top_db=80.0,
+        )  # fmt: skip
         # Per recording: each band's mean over time is removed and the whole map scaled to
         # unit variance (cepstral mean normalisation): what is constant over a recording
         # (the microphone, the room, much of the voice) leaves no trace.
