@@ -69,7 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--test-speakers", nargs="+", default=["nicolas", "theo"])
-    parser.add_argument("--m5", action="store_true", help="also M5 on raw waveforms, seed 0")
+    parser.add_argument(
+        "--m5", action="store_true", help="also M5 on raw waveforms (random split, seed 0)"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -87,14 +90,14 @@ def main() -> None:
             print(f"{name}: MFCC + logistic regression {base:.2%}")
             runs = []
             for seed in args.seeds:
-                runs.append(train(split_args, seed, folder))
+                runs.append(train(split_args, seed, folder, threads=args.threads))
                 print(f"{name} seed {seed}: {runs[-1]['accuracy']:.2%} "
                       f"({runs[-1]['train_seconds']:.0f} s)")  # fmt: skip
             result[name] = {**summary(runs), "baseline_mfcc_logreg": base}
             print(f"{name}: median {result[name]['median']:.2%} "
                   f"({result[name]['min']:.2%}-{result[name]['max']:.2%})")  # fmt: skip
-            if args.m5:
-                m5 = train(split_args, 0, folder, model="m5")
+            if args.m5 and name == "random":
+                m5 = train(split_args, 0, folder, model="m5", threads=args.threads)
                 result[name]["m5_seed0"] = m5
                 print(
                     f"{name}: M5 on raw waveforms {m5['accuracy']:.2%} ({m5['train_seconds']:.0f} s)"

@@ -49,7 +49,7 @@ def tfidf_baseline() -> list[float]:
     return scores
 
 
-def cnn_folds(recipe: str, seed: int, mode: str) -> dict[str, Any]:
+def cnn_folds(recipe: str, seed: int, mode: str, threads: int | None) -> dict[str, Any]:
     """The recipe trained on each fold: per-fold accuracy and seconds."""
     accuracies, seconds = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -58,6 +58,7 @@ def cnn_folds(recipe: str, seed: int, mode: str) -> dict[str, Any]:
             config = TrainConfig.from_recipe(
                 recipe, seed=seed, runs_dir=folder, name=f"fold{fold}", report=False,
                 progress=False, dataset_args={"fold": fold}, model_args={"mode": mode},
+                threads=threads,
             )  # fmt: skip
             metrics, _ = train_one(config, data=data, log=lambda _: None)
             accuracies.append(metrics["test_accuracy"])
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipe", default="mr-kim")
     parser.add_argument("--mode", default="rand", help="rand (no pre-trained vectors here)")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -81,7 +83,7 @@ def main() -> None:
     print(f"TF-IDF + logistic regression: {np.mean(baseline):.2%} +- {np.std(baseline):.2%}")
     runs = []
     for seed in args.seeds:
-        run = cnn_folds(args.recipe, seed, args.mode)
+        run = cnn_folds(args.recipe, seed, args.mode, args.threads)
         runs.append(run)
         print(
             f"seed {seed}: {run['mean']:.2%} +- {run['std']:.2%} over {FOLDS} folds "

@@ -14,8 +14,9 @@ from cnnlab.core.errors import ConfigError, UnknownNameError
 from cnnlab.data.__main__ import main
 
 NAMES = [
-    "cifar10", "cifar100", "detection-folder", "digits", "faces", "facial-keypoints", "fashion-mnist", "folder",
-    "mnist", "npz", "nuclei", "scenes",
+    "bearing-synthetic", "cifar10", "cifar100", "cwru", "detection-folder", "digits", "faces",
+    "facial-keypoints", "fashion-mnist", "folder", "fsdd", "fsdd-mulaw", "mnist", "mr", "npz",
+    "nuclei", "scenes",
 ]  # fmt: skip
 
 
@@ -28,7 +29,7 @@ def test_unknown_name_lists_valid_ones() -> None:
         data.load("imagenet")
     assert caught.value.valid == NAMES
     assert (
-        "unknown dataset 'imagenet'; expected one of: cifar10, cifar100, detection-folder"
+        "unknown dataset 'imagenet'; expected one of: bearing-synthetic, cifar10, cifar100, cwru"
         in str(caught.value)
     )
     with pytest.raises(UnknownNameError):
@@ -64,7 +65,13 @@ def test_describe_has_the_table_columns(name: str) -> None:
     user_files = ("folder", "npz", "detection-folder", "facial-keypoints")  # known on loading
     if name == "detection-folder":
         assert info["task"] == "detect"
-    if name not in (*user_files, "faces", "nuclei"):
+    signals = {  # name -> (classes, one input's shape): signals (C, L), token ids (L,)
+        "cwru": (10, (1, 2048)), "bearing-synthetic": (4, (1, 2048)), "fsdd": (10, (1, 8000)),
+        "fsdd-mulaw": (10, (4001,)), "mr": (2, (56,)),
+    }  # fmt: skip
+    if name in signals:
+        assert (info["num_classes"], info["input_shape"]) == signals[name]
+    elif name not in (*user_files, "faces", "nuclei"):
         assert info["num_classes"] in (10, 100)
         assert len(info["input_shape"]) == 3
     if name not in user_files:  # sizes known without loading

@@ -1,5 +1,5 @@
 """The `cnnlab` command: train | evaluate | predict | summary | inspect | report | models |
-datasets | explain | bench."""
+datasets | explain | bench | generate."""
 
 from __future__ import annotations
 
@@ -375,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab.app.cli_inspect import add_inspect_parser
 
     add_inspect_parser(sub)
+
+    from cnnlab.app.cli_generate import add_generate_parser
+
+    add_generate_parser(sub)
 
     from cnnlab.app.cli_bench import add_bench_parser
 

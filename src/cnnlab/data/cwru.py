@@ -111,7 +111,7 @@ def _stack(per_class: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     title="synthetic bearing vibration: normal, outer, inner, ball faults at a chosen SNR",
     origin="generated (cnnlab.data.bearing.bearing_signal)",
     options={"n_per_class": 200, "window": 2048, "snr_db": 0.0, "seed": 0, "test_fraction": 0.25},
-    facts={"num_classes": 4, "input_shape": (1, 2048)},
+    facts={"num_classes": 4, "input_shape": (1, 2048), "train_size": 600, "test_size": 200},
 )  # fmt: skip
 def load_bearing_synthetic(name: str, resolver: Resolver, opts: dict[str, Any]) -> ImageDataset:
     """Independent generated windows per split (train and test never share a recording)."""

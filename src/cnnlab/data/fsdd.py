@@ -118,6 +118,7 @@ def load_fsdd(name: str, resolver: Resolver, opts: dict[str, Any]) -> ImageDatas
     origin=FSDD.homepage,
     options={"chunk": 4000, "split": "official", "test_speakers": ["theo"], "conditioned": True},
     task="generate",
+    facts={"num_classes": 10, "input_shape": (4001,), "train_size": 2700, "test_size": 300},
 )  # fmt: skip
 def load_fsdd_mulaw(name: str, resolver: Resolver, opts: dict[str, Any]) -> ImageDataset:
     """Each recording's first ``chunk`` + 1 samples as mu-law codes (silence-padded):

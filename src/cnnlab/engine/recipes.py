@@ -190,7 +190,9 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "cwru-wdcnn",
             "target: CWRU 10-class bearing faults >= 98% on a time split (the last 30% of "
-            "each recording tests); MEASURED: see BENCHMARKS.md (benchmarks/cwru.py)",
+            "each recording tests): 100% on 3 of 3 seeds, 98.8% median with noise at -4 dB "
+            "SNR (envelope spectrum + logistic regression: 100% clean, 24% at -4 dB); "
+            "45-72 s of training on a shared AMD EPYC Zen 4 (BENCHMARKS.md)",
             {
                 "dataset": "cwru",
                 "model": "wdcnn",

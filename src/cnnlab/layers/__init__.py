@@ -2,7 +2,16 @@
 
 from cnnlab.layers.activations import ACTIVATIONS, Maxout, get_activation
 from cnnlab.layers.arithmetic import conv_macs, conv_output_size, conv_params, same_padding
+from cnnlab.layers.audio import (
+    MFCC,
+    LogMel,
+    MelSpectrogram,
+    SpecAugment,
+    Spectrogram,
+    mel_filterbank,
+)
 from cnnlab.layers.blocks import HighwayConv2d, InvertedResidual, ResidualBlock, SqueezeExcitation
+from cnnlab.layers.causal import CausalConv1d
 from cnnlab.layers.conv import (
     Conv,
     Conv1d,
@@ -27,9 +36,11 @@ from cnnlab.layers.pool import (
 
 __all__ = [
     "ACTIVATIONS",
+    "MFCC",
     "AdaptiveAvgPool2d",
     "AdaptiveMaxPool2d",
     "AvgPool2d",
+    "CausalConv1d",
     "ChannelPool",
     "Conv",
     "Conv1d",
@@ -44,10 +55,14 @@ __all__ = [
     "InceptionModule",
     "InvertedResidual",
     "LocallyConnected2d",
+    "LogMel",
     "MaxPool2d",
     "Maxout",
+    "MelSpectrogram",
     "ResidualBlock",
     "SeparableConv2d",
+    "SpecAugment",
+    "Spectrogram",
     "SqueezeExcitation",
     "SubPixelUpsample",
     "Transition",
@@ -56,5 +71,6 @@ __all__ = [
     "conv_params",
     "dropout",
     "get_activation",
+    "mel_filterbank",
     "same_padding",
 ]
