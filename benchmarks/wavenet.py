@@ -223,7 +223,7 @@ def conditioning(
     classifier = load(classifier_dir)
     heard = heard_digits(classifier, waves)
     real = datasets.load("fsdd", split="official")
-    x, y = real.x_test[:, 0], real.y_test
+    x, y = real.x_test[:, 0], real.targets_test["label"]
     real_heard = heard_digits(classifier, x)
     mulaw_heard = heard_digits(classifier, mu_law_decode(mu_law_encode(x)))
     confusion = confusion_matrix(asked, heard)
