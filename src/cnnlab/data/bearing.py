@@ -20,6 +20,7 @@ from cnnlab.core.errors import (
     DatasetUnavailableError,
     ShapeMismatchError,
 )
+from cnnlab.data.real_sources import CWRU_FILES
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
@@ -234,20 +235,8 @@ def synthetic_bearing_dataset(
 # --- CWRU files ----------------------------------------------------------------------------
 
 CHANNELS = ("DE", "FE", "BA")  # drive-end, fan-end and base accelerometers
-# The 10-class task at 0 HP (1797 rpm), drive-end faults at 12 kHz, outer race at 6:00.
-# Names are those of the .npz copies (srigas/CWRU_Bearing_NumPy) in shared/data/cwru.
-CWRU_CLASSES: dict[str, str] = {
-    "normal": "1797_Normal.npz",
-    "ball_007": "1797_B_7_DE12.npz",
-    "ball_014": "1797_B_14_DE12.npz",
-    "ball_021": "1797_B_21_DE12.npz",
-    "inner_007": "1797_IR_7_DE12.npz",
-    "inner_014": "1797_IR_14_DE12.npz",
-    "inner_021": "1797_IR_21_DE12.npz",
-    "outer_007": "1797_OR@6_7_DE12.npz",
-    "outer_014": "1797_OR@6_14_DE12.npz",
-    "outer_021": "1797_OR@6_21_DE12.npz",
-}
+# The 10-class task at 0 HP (1797 rpm): class name -> .npz file (cnnlab.data.real_sources).
+CWRU_CLASSES: dict[str, str] = CWRU_FILES
 
 
 CWRU_48K_BASELINES = (97, 98, 99, 100)  # CWRU's .mat numbers of the normal baselines, 0-3 HP
