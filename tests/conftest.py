@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -131,3 +133,17 @@ def _scenes_dataset(n_train: int = 320, n_test: int = 96) -> ImageDataset:
 def tiny_scenes() -> ImageDataset:
     """Composed 24x24 scenes of 1-3 synthetic items (labels, masks, boxes); 320 + 96."""
     return _scenes_dataset()
+
+
+@pytest.fixture(scope="module")
+def once() -> Callable[[str, Callable[[], Any]], Any]:
+    """``once(key, make)``: make() the first time a test module asks for ``key``, then the
+    same object (datasets loaded and runs trained once per module)."""
+    memo: dict[str, Any] = {}
+
+    def get(key: str, make: Callable[[], Any]) -> Any:
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
+
+    return get

@@ -34,20 +34,6 @@ FSDD_LENGTH = 8000  # 1 s at 8 kHz
 Once = Callable[[str, Callable[[], Any]], Any]
 
 
-@pytest.fixture(scope="module")
-def once() -> Once:
-    """``once(key, make)``: make() the first time this module asks for ``key``, then the
-    same object (loads are shared; each test still asks for ``shared_data`` to skip)."""
-    memo: dict[str, Any] = {}
-
-    def get(key: str, make: Callable[[], Any]) -> Any:
-        if key not in memo:
-            memo[key] = make()
-        return memo[key]
-
-    return get
-
-
 # --- CWRU ------------------------------------------------------------------------------------
 
 

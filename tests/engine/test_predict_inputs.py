@@ -32,19 +32,6 @@ TOP_K = 3
 Once = Callable[[str, Callable[[], Any]], Any]
 
 
-@pytest.fixture(scope="module")
-def once() -> Once:
-    """``once(key, make)``: make() the first time this module asks for ``key``."""
-    memo: dict[str, Any] = {}
-
-    def get(key: str, make: Callable[[], Any]) -> Any:
-        if key not in memo:
-            memo[key] = make()
-        return memo[key]
-
-    return get
-
-
 def train_tiny(runs: Path, dataset: str, model: str, model_args: dict[str, Any]) -> Path:
     config = TrainConfig(
         name=f"{dataset}-{model}", runs_dir=str(runs), dataset=dataset, model=model,

@@ -30,19 +30,6 @@ IMAGE_ONLY = ["mistakes", "feature-maps", "embedding"]  # grids and projections 
 Once = Callable[[str, Callable[[], Any]], Any]
 
 
-@pytest.fixture(scope="module")
-def once() -> Once:
-    """``once(key, make)``: make() the first time this module asks for ``key``."""
-    memo: dict[str, Any] = {}
-
-    def get(key: str, make: Callable[[], Any]) -> Any:
-        if key not in memo:
-            memo[key] = make()
-        return memo[key]
-
-    return get
-
-
 def train_tiny(runs: Path, dataset: str, model: str, model_args: dict[str, Any]) -> Path:
     """One epoch of two batches; the run writes its report.html as `cnnlab train` does."""
     config = TrainConfig(

@@ -186,24 +186,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_summary(rows, model, depth=args.depth, batch_size=args.batch_size))
-        causal = _receptive_field_line(model)
-        if causal:
-            print(causal)
+        formula = getattr(model, "receptive_field_formula", None)  # causal nets (WaveNet)
+        if callable(formula):
+            print(formula())
     return 0
-
-
-def _receptive_field_line(model: Any) -> str:
-    """A causal net's (WaveNet's) receptive field with its formula, or nothing."""
-    field = getattr(model, "receptive_field", None)
-    blocks = getattr(model, "blocks", None)
-    if not isinstance(field, int) or blocks is None:
-        return ""
-    dilations = [int(b.conv.dilation[0]) for b in blocks]
-    k = int(blocks[0].conv.kernel_size[0])
-    return (
-        f"receptive field: {field} samples = (kernel_size - 1) x (1 + sum of dilations) + 1 "
-        f"= {k - 1} x (1 + {sum(dilations)}) + 1  (dilations {dilations})"
-    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -87,8 +87,8 @@ def condition_names(model: WaveNet, record: ModelRecord) -> list[str]:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from cnnlab.data.mulaw import mu_law_decode
     from cnnlab.data.wav import write_wav
-    from cnnlab.models.wavenet import mu_law_decode
 
     if not args.seconds > 0 or not args.temperature > 0:
         raise ConfigError(

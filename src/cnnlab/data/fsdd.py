@@ -25,6 +25,7 @@ from cnnlab.core.errors import ConfigError
 from cnnlab.data import download as _download
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.download import Resolver
+from cnnlab.data.mulaw import mu_law_encode
 from cnnlab.data.real_sources import FSDD, FSDD_SPEAKERS
 from cnnlab.data.registry import register_dataset
 from cnnlab.data.wav import read_wav
@@ -124,8 +125,6 @@ def load_fsdd_mulaw(name: str, resolver: Resolver, opts: dict[str, Any]) -> Imag
     """Each recording's first ``chunk`` + 1 samples as mu-law codes (silence-padded):
     inputs codes[:-1] (with the digit in column 0 when ``conditioned``), targets
     ``waveform`` = codes[1:], the next sample at every position."""
-    from cnnlab.models.wavenet import mu_law_encode
-
     chunk = int(opts["chunk"])
     files = _recordings(resolver)
     x, y, speakers, numbers = read_fsdd(files, SAMPLE_RATE, chunk + 1)

@@ -52,14 +52,18 @@ def _text(item: str, preprocess: dict[str, Any]) -> list[tuple[str, torch.Tensor
         sentences = [(f"{item}:{n}", line) for n, line in enumerate(lines, 1) if line]
     else:
         sentences = [(item, item)]
-    return [(name, encode_text(text, preprocess)) for name, text in sentences]
+    from cnnlab.data.text import Vocabulary
+
+    vocab = Vocabulary.from_dict(preprocess["vocabulary"])  # ~18k words: read once per item
+    return [(name, encode_text(text, preprocess, vocab)) for name, text in sentences]
 
 
-def encode_text(text: str, preprocess: dict[str, Any]) -> torch.Tensor:
-    """One sentence -> int64 ids (1, max_len), tokenised and looked up as in training."""
+def encode_text(text: str, preprocess: dict[str, Any], vocab: Any = None) -> torch.Tensor:
+    """One sentence -> int64 ids (1, max_len), tokenised and looked up as in training
+    (``vocab``: the record's Vocabulary when the caller has built it already)."""
     from cnnlab.data.text import Vocabulary, tokenize
 
-    vocab = Vocabulary.from_dict(preprocess["vocabulary"])
+    vocab = vocab or Vocabulary.from_dict(preprocess["vocabulary"])
     return vocab.encode_batch([tokenize(text)], int(preprocess["max_len"]))
 
 

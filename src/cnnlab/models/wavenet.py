@@ -1,10 +1,9 @@
 """WaveNet (van den Oord et al. 2016, "WaveNet: A Generative Model for Raw Audio"), with
 fast generation by per-layer queues (Paine et al. 2016, "Fast Wavenet Generation
-Algorithm") and mu-law companding (ITU-T G.711's formula, as the paper uses it)."""
+Algorithm"); its 8-bit codes are mu-law companded (cnnlab.data.mulaw)."""
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, cast
 
@@ -13,48 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlab.core.errors import ConfigError, ShapeMismatchError
+from cnnlab.data.mulaw import mu_law_decode as mu_law_decode  # WaveNet's codes, re-exported
+from cnnlab.data.mulaw import mu_law_encode as mu_law_encode
 from cnnlab.layers.causal import CausalConv1d, CausalQueue
 from cnnlab.models.base import check_num_classes
 from cnnlab.models.registry import register_model
-
-# -- mu-law companding ---------------------------------------------------------------------
-
-
-def mu_law_encode(x: Tensor, mu: int = 255) -> Tensor:
-    """Samples in [-1, 1] -> int64 codes in [0, mu]; values outside [-1, 1] are clipped.
-
-    f = sign(x) ln(1 + mu |x|) / ln(1 + mu) is quantised to the nearest of mu + 1 evenly
-    spaced levels on [-1, 1]: code = floor((f + 1) / 2 * mu + 1/2). Silence (0) maps to
-    the middle code, floor(mu / 2 + 1/2) (128 for mu = 255).
-    """
-    _check_mu(mu)
-    if not x.is_floating_point():
-        raise ConfigError(f"mu_law_encode: expected float samples in [-1, 1], received {x.dtype}")
-    x = x.clamp(-1, 1)
-    f = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
-    return torch.floor((f + 1) / 2 * mu + 0.5).long()
-
-
-def mu_law_decode(codes: Tensor, mu: int = 255) -> Tensor:
-    """Codes in [0, mu] -> samples in [-1, 1] (the inverse of the companding, at the level's
-    centre): x = sign(f) ((1 + mu)^|f| - 1) / mu with f = 2 code / mu - 1."""
-    _check_mu(mu)
-    if codes.is_floating_point() or codes.dtype == torch.bool:
-        raise ConfigError(f"mu_law_decode: expected integer codes, received {codes.dtype}")
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > mu):
-        raise ConfigError(
-            f"mu_law_decode: expected codes in [0, {mu}], received values in "
-            f"[{int(codes.min())}, {int(codes.max())}]"
-        )
-    f = 2 * codes.double() / mu - 1  # float64 inside: float32 would lose 1e-5 near 0
-    x = torch.sign(f) * torch.expm1(f.abs() * math.log1p(mu)) / mu
-    return x.to(torch.get_default_dtype())
-
-
-def _check_mu(mu: int) -> None:
-    if mu < 1:
-        raise ConfigError(f"Expected mu >= 1, received mu={mu}")
-
 
 # -- the network ---------------------------------------------------------------------------
 
@@ -184,6 +146,16 @@ class WaveNet(nn.Module):
         causal conv adds its kernel_size - 1)."""
         convs = [self.causal, *(layer.conv for layer in self.blocks)]
         return sum(conv.left_padding for conv in convs) + 1
+
+    def receptive_field_formula(self) -> str:
+        """The receptive field with its arithmetic, as `cnnlab summary` prints it."""
+        dilations = [int(layer.conv.dilation[0]) for layer in self.blocks]
+        k = int(self.causal.kernel_size[0])
+        return (
+            f"receptive field: {self.receptive_field} samples = (kernel_size - 1) x "
+            f"(1 + sum of dilations) + 1 = {k - 1} x (1 + {sum(dilations)}) + 1  "
+            f"(dilations {dilations})"
+        )
 
     @property
     def blocks(self) -> list[ResidualLayer]:

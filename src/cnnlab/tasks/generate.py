@@ -2,7 +2,7 @@
 trained with cross-entropy and scored in nats per sample (lower is better).
 
 Data convention. Inputs are int64 codes (N, L), e.g. 8-bit mu-law audio
-(cnnlab.models.wavenet.mu_law_encode); the ``waveform`` target (N, L) holds, for every
+(cnnlab.data.mulaw.mu_law_encode); the ``waveform`` target (N, L) holds, for every
 input position, the code that follows it. A dataset builds both from whole sequences
 ``codes`` (N, L + 1): ``x = codes[:, :-1]``, ``waveform = codes[:, 1:]``.
 
