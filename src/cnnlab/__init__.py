@@ -19,8 +19,9 @@ if "torch" not in sys.modules:
 if TYPE_CHECKING:
     from cnnlab.engine.config import TrainConfig
     from cnnlab.engine.trainer import Trainer
-    from cnnlab.models import Ensemble, create_model, list_models
+    from cnnlab.models import Ensemble, list_models
     from cnnlab.models.saved import load, save
+    from cnnlab.transfer import create_model
 
 # The public API, imported on first use: `import cnnlab.reference` (NumPy only) must
 # work without loading torch.
@@ -28,7 +29,7 @@ _EXPORTS = {
     "Ensemble": "cnnlab.models",
     "TrainConfig": "cnnlab.engine.config",
     "Trainer": "cnnlab.engine.trainer",
-    "create_model": "cnnlab.models",
+    "create_model": "cnnlab.transfer",
     "list_models": "cnnlab.models",
     "load": "cnnlab.models.saved",
     "save": "cnnlab.models.saved",

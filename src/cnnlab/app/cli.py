@@ -61,7 +61,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     budget = parse_duration(config.time_budget)
     if budget is not None:
         length = f"a {format_duration(budget)} time budget"
-    print(f"training {config.model} on {config.dataset} for {length} -> {config.run_dir}")
+    if config.shallow:
+        print(
+            f"fitting {config.shallow} on the features of {config.weights} for "
+            f"{config.dataset} -> {config.run_dir}"
+        )
+    else:
+        print(f"training {config.model} on {config.dataset} for {length} -> {config.run_dir}")
     print(f"cpu: {cpu_kind()}, {os.cpu_count()} cores")
     try:
         metrics = run_training(config, resume=args.resume)
@@ -81,12 +87,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     shown = f"{value:.2%}" if metric == "accuracy" else f"{value:.4f}"
     print(
         f"test {metric.replace('_', ' ')} {shown} on {metrics['test_images']} images | "
-        f"training time {metrics['train_seconds']:.0f} s over {metrics['epochs']} epochs | "
+        f"training time {metrics['train_seconds']:.0f} s{_how_long(metrics)} | "
         f"run: {metrics['run_dir']}"
     )
     if "report" in metrics:
         print(f"report: {metrics['report']}")
     return 0
+
+
+def _how_long(metrics: dict[str, Any]) -> str:
+    if "shallow" in metrics:
+        return f" ({metrics['shallow']}: {metrics['chosen']})"
+    return f" over {metrics['epochs']} epochs"
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:

@@ -48,3 +48,7 @@ class TrainingDivergedError(CnnlabError):
 
 class ConfigError(CnnlabError, ValueError):
     """A configuration value of the wrong type or outside its range."""
+
+
+class WeightsError(CnnlabError, ValueError):
+    """Weights whose names, shapes or layout do not fit the model they are loaded into."""

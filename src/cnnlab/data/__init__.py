@@ -379,6 +379,7 @@ def _source(name: str) -> DatasetSource:
 
 from cnnlab.data import cwru as cwru  # noqa: E402  (registers cwru, bearing-synthetic)
 from cnnlab.data import fsdd as fsdd  # noqa: E402  (registers fsdd, fsdd-mulaw)
+from cnnlab.data import mnist5k as mnist5k  # noqa: E402  (registers mnist-5k)
 from cnnlab.data import mr as mr  # noqa: E402  (registers mr)
 from cnnlab.data import nuclei as nuclei  # noqa: E402  (registers the dataset)
 from cnnlab.data import synthetic as synthetic  # noqa: E402  (registers generated datasets)

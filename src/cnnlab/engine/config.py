@@ -35,6 +35,26 @@ class TrainConfig:
     task: str | None = None
     task_args: dict[str, Any] = field(default_factory=dict)
     val_split: float = 0.0  # fraction of train held out for validation; 0 = none
+    # Transfer learning (cnnlab.transfer). weights: start from a saved model or run folder,
+    # a .safetensors/.pth state dict (cnnlab's or torchvision's layout) or a Keras
+    # .weights.h5/.keras file; the head (num_classes) is left new and the first conv adapts
+    # to in_channels ("adapt": summed to one channel, else repeated and rescaled; "new":
+    # left initialised). A saved folder's own architecture is used when `model` is left at
+    # its default.
+    weights: str | None = None
+    first_conv: str = "adapt"
+    # Freeze parameters by selector ("features.0-2", "features.layer1", "*.bn*", comma
+    # lists; cnnlab.transfer.freezing) or everything before a module (freeze_until).
+    freeze: str | list[str] | None = None
+    freeze_until: str | None = None
+    freeze_bn: bool = True  # frozen BatchNorm layers keep their pretrained statistics (eval)
+    # Gradual unfreezing: thaw the frozen part one stage per this many epochs, top first.
+    unfreeze_every: int | None = None
+    # Discriminative learning rates: selector -> multiple of lr, e.g. {"features": 0.1}.
+    lr_mult: dict[str, float] = field(default_factory=dict)
+    # Fit a shallow classifier (logreg | svm | knn) on the features of `weights` instead
+    # of training by gradient descent (cnnlab.transfer.shallow).
+    shallow: str | None = None
     # How long. One epoch = one pass over the training images.
     epochs: int = 8  # 8 passes of the default model take ~3.5 min on 2 cores
     # Or a wall-clock budget for training, validation and the test evaluation: "5m",
@@ -112,13 +132,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"Expected {name} to be a number >= 0, received {name}={value!r}")
-        for name in ("autotune", "whiten", "channels_last", "bf16", "compile"):
+        for name in ("autotune", "whiten", "freeze_bn", "channels_last", "bf16", "compile"):
             value = getattr(self, name)
-            strict = name in ("autotune", "whiten")
+            strict = name in ("autotune", "whiten", "freeze_bn")
             if not isinstance(value, bool) and not (value is None and not strict):
                 expected = "true or false" if strict else "true, false or null (auto)"
                 raise ConfigError(f"Expected {name} to be {expected}, received {name}={value!r}")
         tta_mode(self.tta)
+        self._validate_transfer()
         parse_duration(self.time_budget)
         if self.ema is not None and (
             not isinstance(self.ema, int | float)
@@ -141,6 +162,37 @@ class TrainConfig:
             raise ConfigError(
                 f"Expected label_smoothing in [0, 1), received label_smoothing={self.label_smoothing}"
             )
+
+    def _validate_transfer(self) -> None:
+        if self.first_conv not in ("adapt", "new"):
+            raise ConfigError(
+                f"Expected first_conv 'adapt' or 'new', received first_conv={self.first_conv!r}"
+            )
+        if self.unfreeze_every is not None and (
+            not isinstance(self.unfreeze_every, int) or self.unfreeze_every < 1
+        ):
+            raise ConfigError(
+                f"Expected unfreeze_every to be an int >= 1 or null, received {self.unfreeze_every!r}"
+            )
+        if self.unfreeze_every is not None and not (self.freeze or self.freeze_until):
+            raise ConfigError(
+                f"received unfreeze_every={self.unfreeze_every} with nothing frozen; set "
+                "freeze or freeze_until too"
+            )
+        if not isinstance(self.lr_mult, dict):
+            raise ConfigError(
+                f"Expected lr_mult to be a mapping of selector -> multiplier, received {self.lr_mult!r}"
+            )
+        if self.shallow is not None:
+            if self.shallow not in ("logreg", "svm", "knn"):
+                raise ConfigError(
+                    f"Expected shallow to be logreg, svm, knn or null, received {self.shallow!r}"
+                )
+            if not self.weights:
+                raise ConfigError(
+                    f"received shallow={self.shallow!r} without weights: a shallow classifier "
+                    "is fitted on a trained network's features; give weights (a run folder)"
+                )
 
     @property
     def run_dir(self) -> Path:

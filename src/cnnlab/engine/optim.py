@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch.optim import lr_scheduler
@@ -16,9 +17,12 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 
 
 def build_optimizer(
-    params: Iterable[torch.nn.Parameter], config: TrainConfig
+    params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], config: TrainConfig
 ) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), RMSprop, Adam or AdamW with the config's lr and decay."""
+    """SGD (momentum, Nesterov), RMSprop, Adam or AdamW with the config's lr and decay.
+
+    ``params`` may be parameter groups with their own ``lr`` (discriminative learning
+    rates, cnnlab.transfer.param_groups)."""
     name, lr, wd = config.optimizer, config.lr, config.weight_decay
     if name == "sgd":
         nesterov = config.nesterov and config.momentum > 0  # torch refuses Nesterov at 0
@@ -58,8 +62,11 @@ class Schedule:
             # torch divides by zero when the warm-up phase ends on step 0 (runs of a few
             # steps): the warm-up then takes at least 1.5 steps, and a run at least 2.
             steps = max(total, 2)
+            # Each group peaks at its own rate (discriminative lrs): the rate it was built
+            # with, or the peak an earlier schedule over it recorded (a re-laid plan).
+            peaks = [g.get("max_lr", g["lr"]) for g in optimizer.param_groups]
             self.scheduler = lr_scheduler.OneCycleLR(
-                optimizer, max_lr=config.lr, total_steps=steps, pct_start=max(0.25, 1.5 / steps)
+                optimizer, max_lr=peaks, total_steps=steps, pct_start=max(0.25, 1.5 / steps)
             )
             return
         if name == "plateau":

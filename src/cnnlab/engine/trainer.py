@@ -24,7 +24,7 @@ from cnnlab.core.rundir import RunDir
 from cnnlab.data.augment import build_augment
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import BatchLoader, Normalize
-from cnnlab.engine import autotune, budget, evaluator
+from cnnlab.engine import autotune, budget, evaluator, finetune
 from cnnlab.engine.callbacks import Callback, EarlyStopping
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.engine.config import TrainConfig
@@ -36,6 +36,7 @@ from cnnlab.engine.whiten import MAX_IMAGES as MAX_WHITEN_IMAGES
 from cnnlab.engine.whiten import whiten_first_conv
 from cnnlab.tasks import Task, as_targets, get_task
 from cnnlab.tasks.base import Targets
+from cnnlab.transfer.freezing import GradualUnfreeze, keep_frozen_norms_eval
 
 # Tuning costs a few seconds, once per model, shape and machine (the choice is cached);
 # runs shorter than this use autotune.untuned_default instead.
@@ -92,6 +93,7 @@ class Trainer:
         self.ema: WeightEMA | None = None  # the weight average, when config.ema is set
         self.plan: budget.BudgetPlan | None = None  # a time budget's steps (config.time_budget)
         self.watch: budget.BudgetWatch | None = None
+        self.unfreezer: GradualUnfreeze | None = None  # config.unfreeze_every
         self._task = task if task is not None else config.task
         self.task: Task = self._resolve_task(None)
 
@@ -146,13 +148,14 @@ class Trainer:
         self.normalize = Normalize(mean, std)
         self._check_fits(data)
         self._record(data, mean, std)
+        self.unfreezer = finetune.apply_freezing(self.model, cfg, self.log)
         state = self._load_state() if resume else None
         self._resolve_cpu_settings(data, len(x_train), state)
         # 3. Loaders, the time budget's plan (if any), optimizer and schedule.
         train_loader = self._loader(x_train, y_train, data, self.generator)
         self.steps_per_epoch = len(train_loader)
         self.plan = self._plan_budget(data, x_train, y_train, x_val, state)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        self.optimizer = build_optimizer(finetune.parameters(self.model, cfg), cfg)
         total_steps = self.plan.total_steps if self.plan else None
         self.schedule = Schedule(self.optimizer, cfg, len(train_loader), total_steps)
         if cfg.whiten:  # before any EMA copy or restore: a resumed run loads the same values
@@ -182,6 +185,8 @@ class Trainer:
             if self.watch is not None and not self._follow_budget():
                 break
             self._emit("before_epoch")
+            if self.unfreezer is not None:
+                finetune.thaw(self.unfreezer, self.model, self.epoch, self.log)
             row = self._run_epoch(train_loader, x_val, y_val)
             self.history.append(row)
             self.epoch += 1
@@ -245,6 +250,8 @@ class Trainer:
 
     def _train_epoch(self, loader: BatchLoader) -> tuple[float, dict[str, float], int]:
         self.model.train()
+        if self.config.freeze_bn:
+            keep_frozen_norms_eval(self.model)
         metrics = self.task.train_metrics()
         loss_sum = torch.zeros((), dtype=torch.float64)
         seen = 0

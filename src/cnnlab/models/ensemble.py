@@ -19,6 +19,7 @@ from torch import nn
 from cnnlab.core.errors import ConfigError
 from cnnlab.core.records import record_of, set_record
 from cnnlab.models.registry import create_model
+from cnnlab.models.shallow import SHALLOW, build_shallow
 
 ENSEMBLE = "ensemble"  # the "architecture" an ensemble's saved config names
 COMBINE_RULES = ("softmax", "sigmoid", "mean")
@@ -72,8 +73,11 @@ class Ensemble(nn.Module):
 
 
 def build_model(record: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from its {"architecture", "model_args"} record, ensembles included."""
+    """Rebuild a model from its {"architecture", "model_args"} record, ensembles and shallow
+    pipelines included."""
     name, args = record["architecture"], record.get("model_args") or {}
+    if name == SHALLOW:
+        return build_shallow(args, build_model)
     if name != ENSEMBLE:
         return create_model(name, **args)
     members = args.get("members")

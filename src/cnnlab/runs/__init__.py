@@ -7,7 +7,7 @@ from typing import Any
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.engine.config import TrainConfig
 from cnnlab.runs.ensemble import run_ensemble
-from cnnlab.runs.run import train_one
+from cnnlab.runs.run import train_one, train_shallow
 
 __all__ = ["run_training"]
 
@@ -22,6 +22,8 @@ def run_training(
     With ``config.ensemble`` > 1 the members train side by side, each in a run folder
     of its own inside this one (cnnlab.runs.ensemble).
     """
+    if config.shallow:
+        return train_shallow(config, data=data)
     if config.ensemble > 1:
         return run_ensemble(config, resume=resume, data=data)
     metrics, _ = train_one(config, resume=resume, data=data)

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from cnnlab import data as datasets
+from cnnlab import transfer
 from cnnlab.core.io import atomic_write_text, write_json
+from cnnlab.core.records import require_record
 from cnnlab.data.dataset import ImageDataset
+from cnnlab.data.loader import Normalize
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.trainer import Trainer
 from cnnlab.models import create_model, model_info
-from cnnlab.models.saved import save
+from cnnlab.models.ensemble import ENSEMBLE
+from cnnlab.models.saved import read_record, save
+from cnnlab.models.shallow import SHALLOW
 from cnnlab.tasks import get_task
+
+DEFAULT_MODEL = next(f.default for f in fields(TrainConfig) if f.name == "model")
 
 
 def build_model(config: TrainConfig, data: ImageDataset) -> nn.Module:
@@ -34,8 +43,34 @@ def build_model(config: TrainConfig, data: ImageDataset) -> nn.Module:
     preprocess = data.preprocess or {}
     if preprocess.get("kind") == "text":  # an embedding row per word of the vocabulary
         args["vocab_size"] = len(preprocess["vocabulary"]["tokens"])
+    name, args = pretrained_architecture(config, args)
     args.update(config.model_args)
-    return create_model(config.model, **args)
+    if config.weights is None:
+        return create_model(name, **args)
+    return transfer.create_model(
+        name,
+        weights=config.weights,
+        first_conv=config.first_conv,
+        classes=task.class_names(data),
+        log=print,
+        **args,
+    )
+
+
+def pretrained_architecture(
+    config: TrainConfig, args: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The architecture to build: a saved folder's own (and its arguments, under the
+    data's) when ``weights`` is one and ``model`` is left at its default; else the config's."""
+    weights = Path(config.weights) if config.weights else None
+    if weights is None or not weights.is_dir() or config.model != DEFAULT_MODEL:
+        return config.model, args
+    record = read_record(weights)
+    if record.architecture in (ENSEMBLE, SHALLOW):
+        return config.model, args
+    sized = ("num_classes", "in_channels", "input_size", "vocab_size")
+    kept = {k: v for k, v in record.model_args.items() if k not in sized}
+    return record.architecture, {**kept, **args}
 
 
 def train_one(
@@ -125,3 +160,37 @@ def finish_run_dir(
         from cnnlab.runs.report import write_report  # matplotlib loads only when needed
 
         metrics["report"] = str(write_report(run_dir, data=data))
+
+
+def train_shallow(
+    config: TrainConfig, *, data: ImageDataset | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """``config.shallow``: fit a shallow classifier on the features of ``config.weights``
+    (no gradient descent), test it and write the run folder like any run."""
+    from cnnlab.engine import evaluator
+    from cnnlab.models.saved import load
+
+    assert config.weights is not None and config.shallow is not None
+    if data is None:
+        data = datasets.load(config.dataset, **config.dataset_args)
+    start_run_dir(config)
+    started = time.perf_counter()
+    # A saved model as it is; another library's file: the config's architecture, sized.
+    body = load(config.weights) if Path(config.weights).is_dir() else build_model(config, data)
+    model = transfer.fit_shallow(body, data, config.shallow, seed=config.seed, log=log)
+    train_seconds = time.perf_counter() - started
+    record = require_record(model)
+    assert record.mean is not None and record.std is not None
+    settings = evaluator.EvalSettings(
+        Normalize(record.mean, record.std), config.eval_batch_size, config.tta
+    )
+    task = get_task("classify")
+    test = evaluator.evaluate(model, task, data.x_test, data.targets_test, settings)
+    metrics = {
+        **test_metrics(test), "task": "classify", "shallow": config.shallow,
+        "chosen": record.model_args["chosen"], "weights": config.weights,
+        "train_seconds": train_seconds, "model": config.model, "dataset": data.name,
+        "run_dir": str(config.run_dir),
+    }  # fmt: skip
+    finish_run_dir(config, model, data, metrics, (record.mean, record.std))
+    return metrics
