@@ -62,9 +62,29 @@ def test_torchvision_weights_give_torchvision_logits(fixtures_dir: Path, name: s
     assert is_torchvision_layout(name, state)
     model = create_model(name, num_classes=expected.shape[1], in_channels=3)
     assert not is_torchvision_layout(name, model.state_dict())
-    model.load_state_dict(from_torchvision(name, state, model.state_dict()), strict=True)
+    mapped = from_torchvision(name, state, model.state_dict())
+    # safetensors files list keys alphabetically: the mapping must not depend on the order.
+    resorted = from_torchvision(name, dict(sorted(state.items())), model.state_dict())
+    assert all(resorted[key] is tensor for key, tensor in mapped.items())
+    model.load_state_dict(mapped, strict=True)
     model.eval()
     with torch.no_grad():
         logits = model(x)
     assert expected.std() > MIN_SPREAD, f"torchvision's logits barely vary: {expected}"
     torch.testing.assert_close(logits, expected, atol=ATOL, rtol=RTOL)
+
+
+def test_safetensors_copy_maps_like_the_pth(fixtures_dir: Path) -> None:
+    path = fixtures_dir / "resnet18.safetensors"
+    if not path.is_file():
+        pytest.skip(f"no {path}: the fixtures' venv has no safetensors")
+    from safetensors.torch import load_file
+
+    state, x, expected = load_fixture(fixtures_dir, "resnet18")
+    copy = load_file(path)
+    model = create_model("resnet18", num_classes=expected.shape[1], in_channels=3)
+    mapped = from_torchvision("resnet18", copy, model.state_dict())
+    model.load_state_dict(mapped, strict=True)
+    assert mapped.keys() == from_torchvision("resnet18", state, model.state_dict()).keys()
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), expected, atol=ATOL, rtol=RTOL)

@@ -11,6 +11,7 @@ are paired in order, each pair checked for the same tensor names and shapes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -26,13 +27,21 @@ _BN_COUNTER = "num_batches_tracked"
 _SHOWN = 5  # unmatched keys an error lists on each side
 
 
+def _same(path: str) -> str:
+    return path
+
+
 @dataclass(frozen=True)
 class Segment:
-    """A run of torchvision keys mapped, module by module in order, onto a run of cnnlab keys.
+    """torchvision's modules under ``source``, mapped onto cnnlab's under ``target``.
 
     Attributes:
         source: torchvision key prefix, e.g. ``"classifier."``.
         target: cnnlab key prefix, e.g. ``"head."``.
+        rename: a module path under ``source`` -> its path under ``target``. None pairs the
+            modules by position in natural order (``2`` before ``10``), for layouts numbered
+            alike but nested differently; natural order, not the state dict's, because
+            safetensors files (and any re-sorted dict) list keys alphabetically.
         classifier: its last module's out-features follow ``num_classes``, so that module's
             dim 0 may differ from cnnlab's (the caller adapts or reports it).
         optional: dropped, when cnnlab's model has no keys under ``target``.
@@ -40,6 +49,7 @@ class Segment:
 
     source: str
     target: str
+    rename: Callable[[str], str] | None = _same
     classifier: bool = False
     optional: bool = False
 
@@ -57,24 +67,42 @@ class Family:
     prefixes: tuple[str, ...]
 
 
-def _top_level_body(target: State) -> list[Segment]:
+def _head(source: str) -> Segment:
+    """torchvision's classifier is cnnlab's head after its pools and flatten, numbered alike."""
+    return Segment(source, "head.", rename=None, classifier=True)
+
+
+def _top_level_body(target: State, rename: Callable[[str], str] = _same) -> list[Segment]:
     """torchvision keeps these bodies' stages at the top level: ``layer1.`` is ``features.layer1.``."""
     names = dict.fromkeys(key.split(".")[1] for key in target if key.startswith("features."))
-    return [Segment(f"{name}.", f"features.{name}.") for name in names]
+    return [Segment(f"{name}.", f"features.{name}.", rename) for name in names]
 
 
 def _resnet(target: State) -> list[Segment]:
     """ResNet: ``conv1``, ``bn1``, ``layer1-4`` under ``features``; ``fc`` is ``head.2``."""
-    return [*_top_level_body(target), Segment("fc.", "head.", classifier=True)]
+    return [*_top_level_body(target), _head("fc.")]
 
 
-def _features_classifier(target: State) -> list[Segment]:
-    """VGG(-BN), AlexNet, DenseNet, MobileNetV2, EfficientNet: ``features`` + ``classifier``.
+def _vgg_alexnet(target: State) -> list[Segment]:
+    """VGG(-BN), AlexNet: ``features`` alike (cnnlab's VGG head starts with the last max-pool,
+    which has no parameters); ``classifier.i`` is ``head.(i + 3)``."""
+    return [Segment("features.", "features."), _head("classifier.")]
 
-    torchvision's ``features`` is cnnlab's up to nesting (and VGG's last max-pool, which has
-    no parameters, sits in cnnlab's head); ``classifier`` is cnnlab's head after its pools.
-    """
-    return [Segment("features.", "features."), Segment("classifier.", "head.", classifier=True)]
+
+def _dense_layer(path: str) -> str:
+    """``denselayerL.norm1/conv1/norm2/conv2`` -> ``layers.(L-1).layers.0/2/3/5``: cnnlab's
+    dense layer is one Sequential of (BN, ReLU, conv) twice."""
+
+    def index(m: re.Match[str]) -> str:
+        unit = 3 * (int(m[3]) - 1) + (2 if m[2] == "conv" else 0)
+        return f"layers.{int(m[1]) - 1}.layers.{unit}."
+
+    return re.sub(r"denselayer(\d+)\.(norm|conv)(\d)\.", index, path)
+
+
+def _densenet(target: State) -> list[Segment]:
+    """DenseNet: ``features`` alike but for the dense layers' insides; ``classifier`` is ``head.2``."""
+    return [Segment("features.", "features.", _dense_layer), _head("classifier.")]
 
 
 def _googlenet(target: State) -> list[Segment]:
@@ -84,29 +112,53 @@ def _googlenet(target: State) -> list[Segment]:
     ``aux_logits=False`` drops them and its logits stay torchvision's.
     """
     aux = [Segment(f"{n}.", f"{n}.", classifier=True, optional=True) for n in ("aux1", "aux2")]
-    return [*_top_level_body(target), *aux, Segment("fc.", "head.", classifier=True)]
+    return [*_top_level_body(target), *aux, _head("fc.")]
+
+
+_SPLIT_CONV = {"": "", "a": ".conv_1x3", "b": ".conv_3x1"}  # torchvision's 2a is (1, 3)
+
+
+def _inception_branch(path: str) -> str:
+    """``branch5x5_2`` -> ``branch5x5.1``, ``branch3x3_2a/2b`` -> ``branch3x3.1.conv_1x3/_3x1``,
+    ``branch_pool`` -> ``branch_pool.1``: cnnlab's branches are Sequentials (the pool first)."""
+    path = re.sub(r"^branch_pool\.", "branch_pool.1.", path)
+    return re.sub(
+        r"^(branch\w+?)_(\d)([ab]?)\.",
+        lambda m: f"{m[1]}.{int(m[2]) - 1}{_SPLIT_CONV[m[3]]}.",
+        path,
+    )
 
 
 def _inception_v3(target: State) -> list[Segment]:
-    """Inception v3: stages at the top level; ``AuxLogits`` as in GoogLeNet (training only)."""
+    """Inception v3: stages at the top level with branches renamed; ``AuxLogits`` as in
+    GoogLeNet (training only)."""
     aux = Segment("AuxLogits.", "AuxLogits.", classifier=True, optional=True)
-    return [*_top_level_body(target), aux, Segment("fc.", "head.", classifier=True)]
+    return [*_top_level_body(target, _inception_branch), aux, _head("fc.")]
+
+
+def _mobilenet_efficientnet(target: State) -> list[Segment]:
+    """MobileNetV2, EfficientNet-B0: torchvision nests conv-BN-activation units and stages
+    that cnnlab lays flat, in the same order; ``classifier.1`` is ``head.3``."""
+    return [Segment("features.", "features.", rename=None), _head("classifier.")]
 
 
 _RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 _VGGS = tuple(f"vgg{depth}{bn}" for depth in (11, 13, 16, 19) for bn in ("", "_bn"))
 _DENSENETS = ("densenet121", "densenet169", "densenet201")
-_FEATURES_CLASSIFIER = Family(_features_classifier, ("features.", "classifier."))
+_VGG_ALEXNET = Family(_vgg_alexnet, ("features.", "classifier."))
+_MOBILE = Family(_mobilenet_efficientnet, ("features.", "classifier."))
 # seresnet50 has no torchvision twin, and wrn28_10/wrn40_4 are CIFAR nets unlike
 # torchvision's wide_resnet50_2, so they are not mapped.
 _FAMILIES: dict[str, Family] = {
     **dict.fromkeys(_RESNETS, Family(_resnet, ("conv1.", "bn1.", "layer", "fc."))),
-    **dict.fromkeys((*_VGGS, "alexnet", *_DENSENETS), _FEATURES_CLASSIFIER),
+    **dict.fromkeys((*_VGGS, "alexnet"), _VGG_ALEXNET),
+    **dict.fromkeys(_DENSENETS, Family(_densenet, ("features.", "classifier."))),
     "googlenet": Family(_googlenet, ("conv", "inception", "aux", "fc.")),
     "inception_v3": Family(_inception_v3, ("Conv2d_", "Mixed_", "AuxLogits.", "fc.")),
-    "mobilenet_v2": _FEATURES_CLASSIFIER,
-    "efficientnet_b0": _FEATURES_CLASSIFIER,
+    "mobilenet_v2": _MOBILE,
+    "efficientnet_b0": _MOBILE,
 }
+
 TORCHVISION_ARCHITECTURES: tuple[str, ...] = tuple(_FAMILIES)
 
 
@@ -151,15 +203,24 @@ def from_torchvision(architecture: str, state: State, target: State) -> dict[str
     mapped: dict[str, torch.Tensor] = {}
     extra: list[str] = []  # torchvision keys with no place in cnnlab's model
     missing: list[str] = []  # cnnlab keys left without a tensor
-    for i, segment in enumerate(segments):
-        source_modules = _modules(state, segment.source)
-        target_modules = _modules(target, segment.target)
-        if segment.optional and not target_modules:
-            continue  # see the family's docstring for why these may go
-        got, unmatched = _align(source_modules, target_modules, segment, first=i == 0)
-        mapped.update(got)
-        extra += unmatched[0]
-        missing += unmatched[1]
+    free_dims = _free_dims(target, segments)
+    for segment in segments:
+        sources, targets = _modules(state, segment.source), _modules(target, segment.target)
+        if segment.optional and not targets:
+            continue  # side classifiers: see the family's docstring for why they may go
+        pair = _pair_by_position if segment.rename is None else _pair_by_name
+        pairs, unpaired_sources, unpaired_targets = pair(sources, targets, segment)
+        extra += _keys(unpaired_sources)
+        missing += _keys(unpaired_targets)
+        for (source_path, source), (target_path, like) in pairs:
+            if not _fits(source, like, free_dims.get(target_path)):
+                extra += _keys([(source_path, source)])
+                missing += _keys([(target_path, like)])
+                continue
+            for name, tensor in like.items():
+                # A checkpoint without BN's step counter: start it at 0, as torch's own
+                # loading does (it only matters to BN with momentum=None).
+                mapped[f"{target_path}.{name}"] = source.get(name, torch.zeros_like(tensor))
     extra += [k for k in state if not k.startswith(tuple(s.source for s in segments))]
     missing += [k for k in target if not k.startswith(tuple(s.target for s in segments))]
     if extra or missing:
@@ -181,30 +242,48 @@ def _modules(state: State, prefix: str) -> list[Module]:
     return list(grouped.items())
 
 
-def _align(
-    sources: list[Module], targets: list[Module], segment: Segment, first: bool
-) -> tuple[dict[str, torch.Tensor], tuple[list[str], list[str]]]:
-    """Pair modules in order until one does not fit; return the mapped keys and the keys of
-    both sides from that pair on (unmatched).
+def _free_dims(target: State, segments: list[Segment]) -> dict[str, int]:
+    """cnnlab module path -> the dim its torchvision tensors may differ in: dim 1
+    (``in_channels``) of the first module, the stem conv, and dim 0 (``num_classes``) of
+    each classifier's last module."""
+    modules = _modules(target, "")
+    free = {modules[0][0]: 1} if modules else {}
+    for segment in segments:
+        classifier = _modules(target, segment.target)
+        if segment.classifier and classifier:
+            free[classifier[-1][0]] = 0
+    return free
 
-    The first module of the model (the stem conv) may differ in dim 1 (``in_channels``),
-    a classifier segment's last module in dim 0 (``num_classes``).
-    """
-    mapped: dict[str, torch.Tensor] = {}
-    pairs = list(zip(sources, targets, strict=False))
-    for i, ((_, source), (target_path, target)) in enumerate(pairs):
-        free_dim = None
-        if first and i == 0:
-            free_dim = 1
-        elif segment.classifier and i == len(targets) - 1:
-            free_dim = 0
-        if not _fits(source, target, free_dim):
-            return mapped, (_keys(sources[i:]), _keys(targets[i:]))
-        for name, like in target.items():
-            # A checkpoint without BN's step counter: start it at 0, as torch's own
-            # loading does (it only matters to BN with momentum=None).
-            mapped[f"{target_path}.{name}"] = source.get(name, torch.zeros_like(like))
-    return mapped, (_keys(sources[len(pairs) :]), _keys(targets[len(pairs) :]))
+
+Pairs = tuple[list[tuple[Module, Module]], list[Module], list[Module]]
+
+
+def _pair_by_name(sources: list[Module], targets: list[Module], segment: Segment) -> Pairs:
+    """Pair each torchvision module with the cnnlab module its renamed path names; also
+    return the modules of each side left without a partner."""
+    assert segment.rename is not None
+    wanted = dict(targets)
+    pairs, unpaired = [], []
+    for path, tensors in sources:
+        relative = f"{path}."[len(segment.source) :]  # "" for a module at the prefix itself
+        renamed = (segment.target + segment.rename(relative)).removesuffix(".")
+        if renamed in wanted:
+            pairs.append(((path, tensors), (renamed, wanted.pop(renamed))))
+        else:
+            unpaired.append((path, tensors))
+    return pairs, unpaired, list(wanted.items())
+
+
+def _pair_by_position(sources: list[Module], targets: list[Module], segment: Segment) -> Pairs:
+    """Pair the modules of both sides in natural order; also return the longer side's tail."""
+    sources, targets = sorted(sources, key=_natural), sorted(targets, key=_natural)
+    n = min(len(sources), len(targets))
+    return list(zip(sources[:n], targets[:n], strict=True)), sources[n:], targets[n:]
+
+
+def _natural(module: Module) -> list[tuple[int, int | str]]:
+    """Sort key of a module path that puts ``features.2`` before ``features.10``."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in module[0].split(".")]
 
 
 def _fits(

@@ -292,7 +292,7 @@ def merge(
             else ""
         )
         raise WeightsError(
-            f"{source}: {len(wrong)} tensor(s) do not fit {layout or 'the'} model: "
+            f"{source}: {len(wrong)} tensor(s) do not fit the model ({layout or 'cnnlab'} layout): "
             + "; ".join(wrong)
             + f". Only the head (num_classes) and the first conv (in_channels) adapt: {hint}"
             "build the model with the source's other sizes to load these"
@@ -329,7 +329,8 @@ def load_weights(
     target = model.state_dict()
     state, layout = match_layout(read, name, target)
     merged, report = merge(
-        model, state, first_conv=first_conv, source=str(read.path), layout=layout
-    )
+        model, state, first_conv=first_conv, new_head=new_head, source=str(read.path),
+        layout=layout,
+    )  # fmt: skip
     model.load_state_dict(merged)
     return report

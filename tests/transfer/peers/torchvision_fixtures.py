@@ -57,6 +57,7 @@ ARCHITECTURES: dict[str, tuple[dict[str, Any], int]] = {
 # pool, then a 5x5 conv, on Mixed_6e's maps) needs the full 299x299 input.
 CALIBRATION_SIDE = {"inception_v3": 299}
 BATCH = 2
+SAFETENSORS_COPY = "resnet18"  # also written as .safetensors, to test that path too
 CALIBRATION_BATCH = 8  # BN needs several values a channel, even at 1x1 last maps
 SEED = 0
 
@@ -107,6 +108,18 @@ def write_fixture(name: str, out_dir: Path) -> None:
         y = model(x)  # eval mode: the main logits alone, (BATCH, num_classes)
     torch.save(model.state_dict(), out_dir / f"{name}.pth")
     torch.save({"input": x, "logits": y}, out_dir / f"{name}.io.pt")
+    if name == SAFETENSORS_COPY:
+        write_safetensors(model.state_dict(), out_dir / f"{name}.safetensors")
+
+
+def write_safetensors(state: dict[str, Any], path: Path) -> None:
+    """The same state dict as a safetensors file, when this venv has safetensors."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        print(f"no safetensors in this venv: {path.name} not written", flush=True)
+        return
+    save_file(state, str(path))
 
 
 def main(argv: list[str] | None = None) -> None:
