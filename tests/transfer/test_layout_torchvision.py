@@ -8,6 +8,7 @@ imply; the logits oracle is ``test_interop_torchvision.py``.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,8 @@ TV_GOOGLENET_AUX1 = [
     "aux1.fc2.bias",
 ]
 Target = dict[str, torch.Tensor]
+# cnnlab's dense layer is one Sequential: the index of each unit torchvision names.
+TV_DENSE_LAYER = {"0": "norm1", "2": "conv1", "3": "norm2", "5": "conv2"}
 FIXTURES_SCRIPT = Path(__file__).parent / "peers" / "torchvision_fixtures.py"
 
 
@@ -216,6 +219,23 @@ def test_googlenet_side_classifiers_map_or_drop() -> None:
     headless = {k: v for k, v in state.items() if not k.startswith("aux")}
     with pytest.raises(WeightsError, match=r"googlenet.*aux1\.conv\.conv\.weight"):
         from_torchvision("googlenet", headless, with_aux)
+
+
+def test_densenet_layers_map_by_name_whatever_the_key_order() -> None:
+    target = create_model("densenet121", num_classes=10).state_dict()
+    state = {}
+    for key, tensor in target.items():
+        key = re.sub(
+            r"layers\.(\d+)\.layers\.(\d)\.",
+            lambda m: f"denselayer{int(m[1]) + 1}.{TV_DENSE_LAYER[m[2]]}.",
+            key,
+        )
+        state[key.replace("head.2.", "classifier.")] = tensor
+    assert "features.denseblock4.denselayer16.conv2.weight" in state  # torchvision's name
+    # Reversed, as no state dict lists them: pairing goes by name, not by position.
+    mapped = from_torchvision("densenet121", dict(reversed(state.items())), target)
+    assert list(mapped) == list(target)
+    assert all(mapped[key] is tensor for key, tensor in target.items())
 
 
 def test_every_mapped_architecture_is_a_zoo_model() -> None:

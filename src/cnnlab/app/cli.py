@@ -40,9 +40,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             )  # fmt: skip
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab.runs import run_training
-
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The config a command line asks for: recipe, then the YAML file, then flags."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
     # Later wins: recipe, then the YAML file, then flags.
@@ -53,11 +52,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         values.update(recipe_values(args.recipe))
     from_file = read_yaml(args.config) if args.config else {}
     values.update(from_file)
-    explicit_epochs = "epochs" in overrides or "epochs" in from_file
     config = TrainConfig.from_dict({**values, **overrides})
-    length = f"{config.epochs} epochs"
-    if explicit_epochs:
+    if "epochs" in overrides or "epochs" in from_file:
         config.check_epochs_or_budget()
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.runs import run_training
+
+    config = resolve_config(args)
+    length = f"{config.epochs} epochs"
     budget = parse_duration(config.time_budget)
     if budget is not None:
         length = f"a {format_duration(budget)} time budget"
@@ -377,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab.app.cli_generate import add_generate_parser
 
     add_generate_parser(sub)
+
+    from cnnlab.app.cli_transfer import add_lr_find_parser
+
+    add_lr_find_parser(sub)
 
     from cnnlab.app.cli_bench import add_bench_parser
 

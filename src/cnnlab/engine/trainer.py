@@ -24,7 +24,7 @@ from cnnlab.core.rundir import RunDir
 from cnnlab.data.augment import build_augment
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import BatchLoader, Normalize
-from cnnlab.engine import autotune, budget, evaluator, finetune
+from cnnlab.engine import autotune, budget, evaluator, finetune, lr_find
 from cnnlab.engine.callbacks import Callback, EarlyStopping
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.engine.config import TrainConfig
@@ -313,6 +313,11 @@ class Trainer:
             f"loss became {value} at {where}; training stopped and {kept}. "
             f"Try a lower lr (was {self.config.lr}), grad_clip, or a warm-up."
         )
+
+    def lr_find(self, data: ImageDataset, **kwargs: Any) -> lr_find.LRFindResult:
+        """The learning-rate range test on ``data`` with this trainer's model and config
+        (cnnlab.engine.lr_find); the model is left as it was."""
+        return lr_find.lr_find(self, data, **kwargs)
 
     # -- evaluate / predict -------------------------------------------------------------------
 

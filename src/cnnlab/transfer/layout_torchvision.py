@@ -5,8 +5,9 @@ the timm-style ``features`` (body) + ``head`` (pool, flatten, classifier) split,
 some blocks nested differently (MobileNetV2's ``Conv2dNormActivation`` is three flat layers
 in cnnlab, a DenseNet layer is one ``nn.Sequential``). So the mapping is by rule, not by a
 table of keys: each family names a few *segments* (a torchvision key prefix and the cnnlab
-prefix it lands under), and within a segment the parameterised modules (conv, BN, linear)
-are paired in order, each pair checked for the same tensor names and shapes.
+prefix it lands under), whose parameterised modules (conv, BN, linear) are paired either
+by a renaming rule or, where both sides are numbered alike, by position; every pair must
+hold the same tensor names and shapes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _SHOWN = 5  # unmatched keys an error lists on each side
 
 
 def _same(path: str) -> str:
+    """The rename of a segment whose module paths match on both sides."""
     return path
 
 
@@ -200,27 +202,15 @@ def from_torchvision(architecture: str, state: State, target: State) -> dict[str
             f"expected one of: {', '.join(TORCHVISION_ARCHITECTURES)}"
         )
     segments = family.segments(target)
+    free_dims = _free_dims(target, segments)
     mapped: dict[str, torch.Tensor] = {}
     extra: list[str] = []  # torchvision keys with no place in cnnlab's model
     missing: list[str] = []  # cnnlab keys left without a tensor
-    free_dims = _free_dims(target, segments)
     for segment in segments:
-        sources, targets = _modules(state, segment.source), _modules(target, segment.target)
-        if segment.optional and not targets:
-            continue  # side classifiers: see the family's docstring for why they may go
-        pair = _pair_by_position if segment.rename is None else _pair_by_name
-        pairs, unpaired_sources, unpaired_targets = pair(sources, targets, segment)
-        extra += _keys(unpaired_sources)
-        missing += _keys(unpaired_targets)
-        for (source_path, source), (target_path, like) in pairs:
-            if not _fits(source, like, free_dims.get(target_path)):
-                extra += _keys([(source_path, source)])
-                missing += _keys([(target_path, like)])
-                continue
-            for name, tensor in like.items():
-                # A checkpoint without BN's step counter: start it at 0, as torch's own
-                # loading does (it only matters to BN with momentum=None).
-                mapped[f"{target_path}.{name}"] = source.get(name, torch.zeros_like(tensor))
+        got, unpaired = _map_segment(segment, state, target, free_dims)
+        mapped.update(got)
+        extra += unpaired[0]
+        missing += unpaired[1]
     extra += [k for k in state if not k.startswith(tuple(s.source for s in segments))]
     missing += [k for k in target if not k.startswith(tuple(s.target for s in segments))]
     if extra or missing:
@@ -229,7 +219,34 @@ def from_torchvision(architecture: str, state: State, target: State) -> dict[str
             f"torchvision keys with no place in cnnlab's model: {_show(extra, state)}; "
             f"cnnlab keys left without a tensor: {_show(missing, target)}"
         )
-    return mapped
+    return {key: mapped[key] for key in target}
+
+
+def _map_segment(
+    segment: Segment, state: State, target: State, free_dims: dict[str, int]
+) -> tuple[dict[str, torch.Tensor], tuple[list[str], list[str]]]:
+    """One segment's cnnlab keys -> torchvision's tensors, and the keys of each side
+    that found no fitting partner."""
+    sources, targets = _modules(state, segment.source), _modules(target, segment.target)
+    if segment.optional and not targets:
+        return {}, ([], [])  # side classifiers: see the family's docstring for why they may go
+    if segment.rename is None:
+        pairs, unpaired_sources, unpaired_targets = _pair_by_position(sources, targets)
+    else:
+        pairs, unpaired_sources, unpaired_targets = _pair_by_name(
+            sources, targets, segment, segment.rename
+        )
+    mapped: dict[str, torch.Tensor] = {}
+    for source, (target_path, like) in pairs:
+        if not _fits(source[1], like, free_dims.get(target_path)):
+            unpaired_sources.append(source)
+            unpaired_targets.append((target_path, like))
+            continue
+        for name, tensor in like.items():
+            # A checkpoint without BN's step counter: start it at 0, as torch's own
+            # loading does (it only matters to BN with momentum=None).
+            mapped[f"{target_path}.{name}"] = source[1].get(name, torch.zeros_like(tensor))
+    return mapped, (_keys(unpaired_sources), _keys(unpaired_targets))
 
 
 def _modules(state: State, prefix: str) -> list[Module]:
@@ -258,15 +275,16 @@ def _free_dims(target: State, segments: list[Segment]) -> dict[str, int]:
 Pairs = tuple[list[tuple[Module, Module]], list[Module], list[Module]]
 
 
-def _pair_by_name(sources: list[Module], targets: list[Module], segment: Segment) -> Pairs:
+def _pair_by_name(
+    sources: list[Module], targets: list[Module], segment: Segment, rename: Callable[[str], str]
+) -> Pairs:
     """Pair each torchvision module with the cnnlab module its renamed path names; also
     return the modules of each side left without a partner."""
-    assert segment.rename is not None
     wanted = dict(targets)
     pairs, unpaired = [], []
     for path, tensors in sources:
         relative = f"{path}."[len(segment.source) :]  # "" for a module at the prefix itself
-        renamed = (segment.target + segment.rename(relative)).removesuffix(".")
+        renamed = (segment.target + rename(relative)).removesuffix(".")
         if renamed in wanted:
             pairs.append(((path, tensors), (renamed, wanted.pop(renamed))))
         else:
@@ -274,7 +292,7 @@ def _pair_by_name(sources: list[Module], targets: list[Module], segment: Segment
     return pairs, unpaired, list(wanted.items())
 
 
-def _pair_by_position(sources: list[Module], targets: list[Module], segment: Segment) -> Pairs:
+def _pair_by_position(sources: list[Module], targets: list[Module]) -> Pairs:
     """Pair the modules of both sides in natural order; also return the longer side's tail."""
     sources, targets = sorted(sources, key=_natural), sorted(targets, key=_natural)
     n = min(len(sources), len(targets))

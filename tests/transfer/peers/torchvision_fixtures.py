@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-# cnnlab name -> (torchvision builder keyword arguments, input side). The input is the
-# smallest size torchvision documents (or a little over), to keep the run short; the
-# varied num_classes show that the classifiers map whatever their width.
+# cnnlab name -> (torchvision builder keyword arguments, input side). Inputs are small to
+# keep the run short: 64x64 (2x2 last maps), or a net's minimum where it is cheaper or
+# larger; the varied num_classes show that the classifiers map whatever their width.
 SIDE = 64
 ARCHITECTURES: dict[str, tuple[dict[str, Any], int]] = {
     "resnet18": ({"num_classes": 10}, SIDE),
@@ -53,12 +53,12 @@ ARCHITECTURES: dict[str, tuple[dict[str, Any], int]] = {
     "mobilenet_v2": ({"num_classes": 7}, SIDE),
     "efficientnet_b0": ({"num_classes": 10}, SIDE),
 }
+BATCH = 2
+CALIBRATION_BATCH = 8  # BN needs several values a channel, even at 1x1 last maps
 # The calibration pass runs in train mode, where Inception v3's side classifier (a 5x5/3
 # pool, then a 5x5 conv, on Mixed_6e's maps) needs the full 299x299 input.
 CALIBRATION_SIDE = {"inception_v3": 299}
-BATCH = 2
 SAFETENSORS_COPY = "resnet18"  # also written as .safetensors, to test that path too
-CALIBRATION_BATCH = 8  # BN needs several values a channel, even at 1x1 last maps
 SEED = 0
 
 
