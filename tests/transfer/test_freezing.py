@@ -195,6 +195,6 @@ def test_a_bad_selector_fails_before_the_first_epoch(
         def before_epoch(self, trainer: Trainer) -> None:
             started.append(trainer.epoch)
 
-    with pytest.raises(ConfigError, match="'features.stem' matches no parameter"):
+    with pytest.raises(ConfigError, match=r"'features\.stem' matches no parameter"):
         fit(quick_config, bars, callbacks=[Count()])
     assert started == []

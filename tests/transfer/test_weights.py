@@ -161,7 +161,7 @@ def test_bad_sources_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         load_weights(model, tmp_path / "missing")
     (tmp_path / "w.npz").write_bytes(b"x")
-    with pytest.raises(WeightsError, match="unknown weights format '.npz'"):
+    with pytest.raises(WeightsError, match=r"unknown weights format '\.npz'"):
         load_weights(model, tmp_path / "w.npz")
     torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(WeightsError, match="fit no layout of 'resnet_mini'"):
