@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Real data sets (FSDD, MR, CWRU) beside the project, found through $CNNLAB_DATA_DIRS.
 SHARED_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint bench bench-recipes bench-budget bench-detect bench-signals data browser install clean
+.PHONY: demo test interop lint bench bench-recipes bench-budget bench-detect bench-signals data browser install clean
 
 demo: $(STAMP) data
 	$(VENV)/bin/cnnlab train --recipe fmnist-fast --name demo
@@ -16,6 +16,16 @@ test: $(STAMP) lint
 	@$(MAKE) --no-print-directory data || echo "warning: no Fashion-MNIST copy; tests that need it will skip"
 	@$(MAKE) --no-print-directory browser || echo "warning: no Chromium; the report screenshot test will skip"
 	$(PY) -m pytest -q
+
+# Weight import checked against the real libraries, each in a venv of its own: Keras 3
+# (ResNet-50, VGG-16, MobileNetV2) and torchvision 0.29 (every zoo model it also has) build
+# models with random weights and save them with their outputs; cnnlab loads the files and
+# must give the same logits to 1e-4 (tests marked `interop`).
+interop: $(STAMP) .venv-keras/.installed .venv-torchvision/.installed
+	rm -rf runs/interop && mkdir -p runs/interop
+	.venv-keras/bin/python tests/transfer/peers/keras_fixtures.py runs/interop/keras
+	.venv-torchvision/bin/python tests/transfer/peers/torchvision_fixtures.py runs/interop/torchvision
+	CNNLAB_INTEROP_DIR=$(abspath runs/interop) $(PY) -m pytest -q -m interop tests/transfer
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -85,6 +95,13 @@ $(STAMP): pyproject.toml
 	.venv-keras/bin/python -m pip install -q -r benchmarks/keras-requirements.txt
 	touch $@
 
+# torchvision for `make interop` only (never a cnnlab dependency): its CUDA build of torch
+# 2.14.1, which runs on the CPU (~5.5 GB; pip takes both wheels from this machine's disk).
+.venv-torchvision/.installed:
+	test -x .venv-torchvision/bin/python || $(PYTHON) -m venv .venv-torchvision
+	.venv-torchvision/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	touch $@
+
 # Fashion-MNIST: a local copy (cache or Debian's dataset-fashion-mnist), else install the
 # Debian package when we are root with apt, else download it from the official source.
 data: $(STAMP)
@@ -103,4 +120,4 @@ browser:
 	  fi )
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-keras .venv-torchvision runs .pytest_cache .mypy_cache .ruff_cache

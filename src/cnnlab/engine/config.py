@@ -99,6 +99,13 @@ class TrainConfig:
     # epochs at the rate measured before training; else one model on all the cores
     # (short budgets on slow CPUs). None = always the ensemble.
     ensemble_min_epochs: float | None = None
+    # How the members' outputs combine: softmax (mean probability), weighted, vote,
+    # stacked, sigmoid, mean (cnnlab.models.ensemble); None = the task's own. weighted and
+    # stacked are fitted on val_split of the training images, held out from every member.
+    ensemble_combine: str | None = None
+    # What each member trains on: "seeds" (all the images, its own seed) or "bootstrap"
+    # (bagging: as many images drawn with replacement, a sample per member).
+    ensemble_sampling: str = "seeds"
     # Speed.
     # None = automatic: timed on the first run for this model, shape and machine and
     # cached (cnnlab.engine.autotune); True/False always wins over the tuner.
@@ -140,6 +147,7 @@ class TrainConfig:
                 raise ConfigError(f"Expected {name} to be {expected}, received {name}={value!r}")
         tta_mode(self.tta)
         self._validate_transfer()
+        self._validate_ensemble()
         parse_duration(self.time_budget)
         if self.ema is not None and (
             not isinstance(self.ema, int | float)
@@ -161,6 +169,25 @@ class TrainConfig:
         if self.label_smoothing >= 1:
             raise ConfigError(
                 f"Expected label_smoothing in [0, 1), received label_smoothing={self.label_smoothing}"
+            )
+
+    def _validate_ensemble(self) -> None:
+        from cnnlab.models.ensemble import COMBINE_RULES, FITTED_RULES
+
+        if self.ensemble_combine is not None and self.ensemble_combine not in COMBINE_RULES:
+            raise ConfigError(
+                f"Expected ensemble_combine in {COMBINE_RULES} or null, received "
+                f"ensemble_combine={self.ensemble_combine!r}"
+            )
+        if self.ensemble_sampling not in ("seeds", "bootstrap"):
+            raise ConfigError(
+                "Expected ensemble_sampling 'seeds' or 'bootstrap', received "
+                f"ensemble_sampling={self.ensemble_sampling!r}"
+            )
+        if self.ensemble > 1 and self.ensemble_combine in FITTED_RULES and self.val_split <= 0:
+            raise ConfigError(
+                f"ensemble_combine={self.ensemble_combine!r} is fitted on images no member "
+                "trained on, and val_split=0 holds none out; set val_split (e.g. 0.1)"
             )
 
     def _validate_transfer(self) -> None:

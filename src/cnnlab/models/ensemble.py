@@ -1,4 +1,13 @@
-"""Ensembles: several classifiers whose class probabilities are averaged.
+"""Ensembles: several models whose outputs are combined into one model's output.
+
+Rules: ``softmax`` (the mean of the members' class probabilities, the default for
+classification and segmentation), ``weighted`` (a weighted mean; the weights are fitted
+on held-out data, cnnlab.transfer.ensembles), ``vote`` (hard majority: each member's
+top class counts one; ties go to the higher mean probability), ``stacked`` (a
+logistic-regression meta-learner over the members' concatenated probabilities, fitted
+on held-out data), ``sigmoid`` (multi-label) and ``mean`` (raw outputs: keypoints,
+detection's dense outputs). Weights and the meta-learner are buffers, saved with the
+members' weights. Probability rules work per item and, for (B, C, H, W) outputs, per pixel.
 
 An :class:`Ensemble` outputs the log of the members' mean softmax, so it drops in
 wherever a classifier's logits are expected (softmax of the output is the mean of the
@@ -22,7 +31,9 @@ from cnnlab.models.registry import create_model
 from cnnlab.models.shallow import SHALLOW, build_shallow
 
 ENSEMBLE = "ensemble"  # the "architecture" an ensemble's saved config names
-COMBINE_RULES = ("softmax", "sigmoid", "mean")
+COMBINE_RULES = ("softmax", "weighted", "vote", "stacked", "sigmoid", "mean")
+FITTED_RULES = ("weighted", "stacked")  # fitted on held-out data after the members train
+VOTE_TIE_BREAK = 1e-3  # mean probability's share of a vote: decides ties, never a majority
 
 
 class Ensemble(nn.Module):
@@ -32,8 +43,12 @@ class Ensemble(nn.Module):
     ensemble can be saved with ``cnnlab.save``; any other modules still predict.
 
     Raises:
-        ConfigError: no members, or members that disagree on their number of classes.
+        ConfigError: no members, or members that disagree on their classes or input shape.
     """
+
+    weights: torch.Tensor  # "weighted": (M,) on the simplex
+    stack_coef: torch.Tensor  # "stacked": (K, M * K)
+    stack_bias: torch.Tensor  # "stacked": (K,)
 
     def __init__(self, members: Sequence[nn.Module], combine: str = "softmax") -> None:
         super().__init__()
@@ -45,8 +60,15 @@ class Ensemble(nn.Module):
         classes = [getattr(m, "num_classes", None) for m in members]
         if len(set(classes)) != 1:
             raise ConfigError(f"Expected members with one number of classes, received {classes}")
+        check_members_agree(members)
         self.members = nn.ModuleList(members)
         self.num_classes = classes[0]
+        m, k = len(members), classes[0] or 1
+        if combine == "weighted":  # uniform until fitted
+            self.register_buffer("weights", torch.full((m,), 1.0 / m))
+        if combine == "stacked":  # the meta-learner: logits = [p_1 | ... | p_M] @ coef.T + bias
+            self.register_buffer("stack_coef", torch.zeros(k, m * k))
+            self.register_buffer("stack_bias", torch.zeros(k))
         self.in_channels = getattr(members[0], "in_channels", None)
         records = [r for r in map(record_of, members) if r is not None]
         if len(records) == len(members):
@@ -69,7 +91,35 @@ class Ensemble(nn.Module):
             log_p = torch.logsumexp(nn.functional.logsigmoid(outputs), dim=0) - n
             log_q = torch.logsumexp(nn.functional.logsigmoid(-outputs), dim=0) - n
             return log_p - log_q
+        if self.combine == "weighted":
+            log_w = self.weights.clamp_min(1e-12).log().view(-1, *[1] * (outputs.dim() - 1))
+            return torch.logsumexp(outputs.log_softmax(2) + log_w, dim=0)
+        if self.combine == "vote":
+            probs = outputs.softmax(2)
+            top = nn.functional.one_hot(probs.argmax(2), probs.shape[2]).movedim(-1, 2)
+            shares = top.float().mean(0) + VOTE_TIE_BREAK * probs.mean(0)
+            return (shares / (1 + VOTE_TIE_BREAK)).log()
+        if self.combine == "stacked":
+            if outputs.dim() != 3:
+                raise ConfigError(
+                    f"stacking combines (B, num_classes) outputs, received members' outputs "
+                    f"of shape {tuple(outputs.shape[1:])}"
+                )
+            features = outputs.softmax(2).permute(1, 0, 2).flatten(1)  # (B, M * K)
+            return (features @ self.stack_coef.T + self.stack_bias).log_softmax(1)
         return torch.logsumexp(outputs.log_softmax(2), dim=0) - n
+
+
+def check_members_agree(members: Sequence[nn.Module]) -> None:
+    """ConfigError unless the members' records (where they have them) name the same
+    classes and input shape: averaging a shirt's probability with a seven's is no ensemble."""
+    records = [(i, r) for i, r in enumerate(map(record_of, members)) if r is not None]
+    for field in ("classes", "input_shape"):
+        seen = {(tuple(v) if (v := getattr(r, field)) is not None else None) for _, r in records}
+        seen.discard(None)
+        if len(seen) > 1:
+            values = {i: getattr(r, field) for i, r in records}
+            raise ConfigError(f"Expected members with the same {field}, received {values}")
 
 
 def build_model(record: dict[str, Any]) -> nn.Module:

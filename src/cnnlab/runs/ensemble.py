@@ -15,6 +15,7 @@ resolved config, the saved :class:`~cnnlab.models.ensemble.Ensemble`, metrics.js
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -34,10 +35,13 @@ from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.predictor import evaluate_model, task_of
 from cnnlab.engine.trainer import Trainer, train_images
-from cnnlab.models.ensemble import Ensemble, build_model
+from cnnlab.models.ensemble import FITTED_RULES, Ensemble, build_model
 from cnnlab.models.saved import freeze, frozen_names
 from cnnlab.runs.run import build_model as build_run_model
 from cnnlab.runs.run import finish_run_dir, start_run_dir, test_metrics, train_one
+from cnnlab.tasks import get_task
+from cnnlab.transfer.combine import bootstrap_indices
+from cnnlab.transfer.ensembles import fit_combiner
 
 
 def available_cores() -> int:
@@ -165,6 +169,35 @@ def _train_member(
     return metrics, require_record(model).to_dict(), model.state_dict(), frozen_names(model)
 
 
+def hold_out(
+    config: TrainConfig, data: ImageDataset, combine: str
+) -> tuple[ImageDataset, ImageDataset | None]:
+    """(what the members train on, the held-out images a fitted rule learns from).
+
+    Only ``weighted`` and ``stacked`` hold images out: ``val_split`` of the training
+    images, chosen with the ensemble's seed, never seen by any member.
+    """
+    if combine not in FITTED_RULES:
+        return data, None
+    n_val = int(len(data.x_train) * config.val_split)
+    order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(config.seed))
+    return subset(data, order[n_val:]), subset(data, order[:n_val])
+
+
+def member_sample(config: TrainConfig, data: ImageDataset, seed: int) -> ImageDataset:
+    """A member's training images: all of them, or a bootstrap sample (bagging)."""
+    if config.ensemble_sampling != "bootstrap":
+        return data
+    return subset(data, bootstrap_indices(len(data.x_train), seed))
+
+
+def subset(data: ImageDataset, index: torch.Tensor) -> ImageDataset:
+    """``data`` with only the training items ``index`` (test split unchanged)."""
+    y = data.y_train[index] if data.y_train is not None else None
+    targets = {k: v[index] for k, v in data.targets_train.items()}
+    return dataclasses.replace(data, x_train=data.x_train[index], y_train=y, targets_train=targets)
+
+
 def run_ensemble(
     config: TrainConfig, *, resume: bool = False, data: ImageDataset | None = None
 ) -> dict[str, Any]:
@@ -180,6 +213,12 @@ def run_ensemble(
     members = [
         member_config(config, i, threads, parallel=processes > 1) for i in range(config.ensemble)
     ]
+    task = get_task(config.task or data.task, **config.task_args)
+    combine = config.ensemble_combine or task.ensemble_combine
+    data, holdout = hold_out(config, data, combine)
+    member_data = [member_sample(config, data, c.seed) for c in members]
+    if holdout is not None:  # the ensemble's own held-out images replace each member's
+        members = [dataclasses.replace(c, val_split=0.0) for c in members]
     run_dir = config.run_dir
     start_run_dir(config)
     print(
@@ -195,12 +234,12 @@ def run_ensemble(
             return train_one(single, data=data)[0]
     started = time.perf_counter()
     if processes == 1:
-        results = [_train_member(c, resume, data) for c in members]
+        results = [_train_member(c, resume, d) for c, d in zip(members, member_data, strict=True)]
     else:
         context = multiprocessing.get_context("spawn")  # fork after torch threads is unsafe
         with ProcessPoolExecutor(processes, mp_context=context) as pool:
             jobs = pool.map(
-                _train_member, members, repeat(resume), repeat(data), repeat(os.getpid())
+                _train_member, members, repeat(resume), member_data, repeat(os.getpid())
             )
             results = list(jobs)
     wall = time.perf_counter() - started
@@ -213,8 +252,16 @@ def run_ensemble(
         freeze(model, frozen)  # so the saved ensemble lists them as frozen too
         models.append(model)
     task = task_of(models[0])
-    ensemble = Ensemble(models, combine=task.ensemble_combine).eval()
-    stats = data.channel_stats()  # what every member normalised with
+    ensemble = Ensemble(models, combine=combine).eval()
+    stats = data.channel_stats()  # what every member normalised with (bags: their own)
+    fitted = {}
+    if holdout is not None:
+        first = require_record(models[0])
+        fitted = fit_combiner(
+            ensemble, holdout.x_train, holdout.targets_train["label"],
+            {"mean": first.mean, "std": first.std},
+        )  # fmt: skip
+        print(f"{combine}: fitted on {len(holdout.x_train)} held-out images: {fitted}", flush=True)
     n_test = config.eval_batch_size if config.fast_dev_run else len(data.x_test)
     targets = {k: v[:n_test] for k, v in data.targets_test.items()}
     test = evaluate_model(ensemble, data.x_test[:n_test], targets)
@@ -228,6 +275,9 @@ def run_ensemble(
         "model": f"ensemble of {config.ensemble} x {config.model}",
         "dataset": data.name,
         "run_dir": str(run_dir),
+        "combine": combine,
+        "sampling": config.ensemble_sampling,
+        **({"fitted": fitted} if fitted else {}),
         "members": [
             {
                 "run_dir": m["run_dir"],

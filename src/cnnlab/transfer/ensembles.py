@@ -1,0 +1,73 @@
+"""Ensembles after training: fit a combination rule on held-out data, measure diversity.
+
+The members of an :class:`~cnnlab.models.ensemble.Ensemble` are trained elsewhere (side by
+side, on bootstrap samples, ...); here the ``weighted`` rule's weights (validation NLL,
+cnnlab.transfer.combine.fit_weights) and the ``stacked`` rule's meta-learner (logistic
+regression, cnnlab.transfer.combine.Stacker) are fitted on images none of the members
+trained on, and written into the ensemble's buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cnnlab.core.errors import ConfigError
+from cnnlab.models.ensemble import FITTED_RULES, Ensemble
+from cnnlab.models.saved import preprocess
+from cnnlab.transfer.combine import Stacker, fit_weights, mean_disagreement
+
+
+def member_probabilities(
+    ensemble: Ensemble, images: torch.Tensor, stats: dict[str, Any], batch_size: int = 500
+) -> torch.Tensor:
+    """Each member's class probabilities (M, N, K) for dataset-format ``images``."""
+    ensemble.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = preprocess(images[i : i + batch_size], stats)
+            out.append(torch.stack([m(x).float().softmax(1) for m in ensemble.members]))
+    return torch.cat(out, dim=1)
+
+
+def fit_combiner(
+    ensemble: Ensemble, images: torch.Tensor, labels: torch.Tensor, stats: dict[str, Any]
+) -> dict[str, Any]:
+    """Fit the ensemble's ``weighted`` or ``stacked`` rule on held-out ``images``/``labels``;
+    returns what was fitted (weights, or the meta-learner's C), for metrics.json.
+
+    Raises:
+        ConfigError: a rule that fits nothing, or no held-out images.
+    """
+    if ensemble.combine not in FITTED_RULES:
+        raise ConfigError(
+            f"Expected an ensemble with a rule in {FITTED_RULES}, received {ensemble.combine!r}"
+        )
+    if len(images) == 0:
+        raise ConfigError(
+            f"the {ensemble.combine} rule is fitted on held-out images; received none"
+        )
+    probs = member_probabilities(ensemble, images, stats)
+    if ensemble.combine == "weighted":
+        weights = fit_weights(probs, labels)
+        ensemble.weights.copy_(weights.to(ensemble.weights.dtype))
+        return {"weights": [round(float(w), 4) for w in weights]}
+    stacker = Stacker().fit(probs, labels)
+    k = int(ensemble.num_classes or probs.shape[2])
+    coef = torch.zeros(k, probs.shape[0] * k, dtype=torch.float64)
+    bias = torch.full((k,), -1e4, dtype=torch.float64)  # classes the fit never saw: never
+    present = torch.as_tensor(stacker.classes)
+    w, b = torch.as_tensor(stacker.coef), torch.as_tensor(stacker.intercept)
+    if len(present) == 2 and w.shape[0] == 1:  # binary: one row scores the second class
+        w, b = torch.cat([torch.zeros_like(w), w]), torch.cat([torch.zeros_like(b), b])
+    coef[present], bias[present] = w, b
+    ensemble.stack_coef.copy_(coef.float())
+    ensemble.stack_bias.copy_(bias.float())
+    return {"C": stacker.chosen_C}
+
+
+def diversity(ensemble: Ensemble, images: torch.Tensor, stats: dict[str, Any]) -> float:
+    """Mean pairwise disagreement of the members' top classes on ``images``."""
+    return mean_disagreement(member_probabilities(ensemble, images, stats).argmax(2))

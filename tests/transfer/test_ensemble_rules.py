@@ -1,0 +1,124 @@
+"""Ensemble combination rules in the model, fitted on held-out data, saved, and trained."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnlab
+from cnnlab.core.errors import ConfigError
+from cnnlab.data.dataset import ImageDataset
+from cnnlab.engine.config import TrainConfig
+from cnnlab.ensemble import (
+    Ensemble,
+    Stacker,
+    fit_combiner,
+    hard_vote_labels,
+    majority_vote_accuracy,
+    member_probabilities,
+    soft_average,
+)
+from cnnlab.runs import run_training
+
+SMALL = {"widths": [8, 16], "blocks": [1, 1]}
+STATS = {"mean": [0.2], "std": [0.3]}
+
+
+def members(n: int = 3, classes: int = 3) -> list[torch.nn.Module]:
+    out = []
+    for i in range(n):
+        torch.manual_seed(i)
+        out.append(
+            cnnlab.create_model("resnet_mini", num_classes=classes, in_channels=1, **SMALL).eval()
+        )
+    return out
+
+
+def test_the_seed_example_through_the_public_module() -> None:
+    assert majority_vote_accuracy(0.7, 3) == pytest.approx(0.784)
+
+
+def test_vote_and_weighted_rules_match_the_arithmetic(bars: ImageDataset) -> None:
+    ms = members()
+    x = cnnlab.models.saved.preprocess(bars.x_test[:32], STATS)
+    probs = member_probabilities(Ensemble(ms), bars.x_test[:32], STATS)
+    with torch.no_grad():
+        vote = Ensemble(ms, combine="vote")(x)
+        weighted = Ensemble(ms, combine="weighted")
+        weighted.weights.copy_(torch.tensor([0.5, 0.3, 0.2]))
+        mixed = weighted(x)
+    assert torch.equal(vote.argmax(1), hard_vote_labels(probs))
+    torch.testing.assert_close(mixed.exp(), soft_average(probs, torch.tensor([0.5, 0.3, 0.2])))
+
+
+def test_stacking_and_weights_fit_on_held_out_data_and_survive_saving(
+    bars: ImageDataset, tmp_path: Path
+) -> None:
+    ms = members()
+    x_val, y_val = bars.x_train[:200], bars.y_train[:200]
+    for rule in ("stacked", "weighted"):
+        ensemble = Ensemble(ms, combine=rule)
+        fitted = fit_combiner(ensemble, x_val, y_val, STATS)
+        x = cnnlab.models.saved.preprocess(bars.x_test, STATS)
+        probs = member_probabilities(ensemble, bars.x_test, STATS)
+        with torch.no_grad():
+            out = ensemble(x).exp()
+        if rule == "stacked":  # the same meta-learner, fitted by scikit-learn directly
+            oracle = Stacker().fit(member_probabilities(ensemble, x_val, STATS), y_val)
+            assert fitted["C"] == oracle.chosen_C
+            torch.testing.assert_close(
+                out, oracle.predict_proba(probs).float(), atol=1e-4, rtol=1e-4
+            )
+        else:
+            assert sum(fitted["weights"]) == pytest.approx(1, abs=1e-3)
+        folder = cnnlab.save(ensemble, tmp_path / rule)
+        again = cnnlab.load(folder)
+        with torch.no_grad():
+            torch.testing.assert_close(again(x).exp(), out)
+        assert json.loads((folder / "config.json").read_text())["model_args"]["combine"] == rule
+
+
+def test_members_that_disagree_are_refused() -> None:
+    three, four = members(1, 3), members(1, 4)
+    with pytest.raises(ConfigError, match="one number of classes"):
+        Ensemble(three + four)
+    a, b = members(2)
+    cnnlab.core.records.record_of(a).classes = ["x", "y", "z"]  # type: ignore[attr-defined, union-attr]
+    cnnlab.core.records.record_of(b).classes = ["x", "y", "w"]  # type: ignore[attr-defined, union-attr]
+    with pytest.raises(ConfigError, match="the same classes"):
+        Ensemble([a, b])
+    with pytest.raises(ConfigError, match="stacking combines"):
+        seg = [cnnlab.create_model("unet", num_classes=2, in_channels=1) for _ in range(2)]
+        Ensemble(seg, combine="stacked")(torch.zeros(1, 1, 32, 32))
+
+
+def test_config_refuses_a_fitted_rule_without_held_out_images() -> None:
+    with pytest.raises(ConfigError, match="val_split=0 holds none out"):
+        TrainConfig(ensemble=3, ensemble_combine="stacked")
+    with pytest.raises(ConfigError, match="ensemble_combine in"):
+        TrainConfig(ensemble=3, ensemble_combine="median")
+    with pytest.raises(ConfigError, match="ensemble_sampling"):
+        TrainConfig(ensemble=3, ensemble_sampling="boost")
+
+
+@pytest.mark.slow
+def test_bagged_stacked_ensemble_trains_end_to_end(bars: ImageDataset, tmp_path: Path) -> None:
+    config = TrainConfig(
+        name="bag", runs_dir=str(tmp_path), model="resnet_mini", model_args=SMALL, epochs=2,
+        batch_size=32, augment="none", progress=False, threads=1, ensemble=3,
+        ensemble_combine="stacked", ensemble_sampling="bootstrap", val_split=0.25,
+        report=False, tta=False,
+    )  # fmt: skip
+    metrics = run_training(config, data=bars)
+    assert metrics["combine"] == "stacked" and metrics["sampling"] == "bootstrap"
+    assert "C" in metrics["fitted"] and metrics["test_accuracy"] > 0.6
+    loaded = cnnlab.load(tmp_path / "bag")
+    assert loaded.combine == "stacked" and len(loaded.members) == 3
+    # Each member trained on its own bootstrap sample of the 288 images not held out.
+    for i in range(3):
+        rows = list(csv.DictReader((tmp_path / "bag" / f"member-{i}" / "history.csv").open()))
+        assert rows and all(not r.get("val_loss") for r in rows)  # no member-level holdout
