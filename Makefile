@@ -99,7 +99,7 @@ $(STAMP): pyproject.toml
 # 2.14.1, which runs on the CPU (~5.5 GB; pip takes both wheels from this machine's disk).
 .venv-torchvision/.installed:
 	test -x .venv-torchvision/bin/python || $(PYTHON) -m venv .venv-torchvision
-	.venv-torchvision/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	.venv-torchvision/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1 safetensors
 	touch $@
 
 # Fashion-MNIST: a local copy (cache or Debian's dataset-fashion-mnist), else install the
