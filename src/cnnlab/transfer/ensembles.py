@@ -50,6 +50,11 @@ def fit_combiner(
             f"the {ensemble.combine} rule is fitted on held-out images; received none"
         )
     probs = member_probabilities(ensemble, images, stats)
+    if probs.dim() != 3:
+        raise ConfigError(
+            f"the {ensemble.combine} rule is fitted for classifiers' (N, num_classes) outputs, "
+            f"received members' outputs of shape {tuple(probs.shape[1:])}; use softmax or vote"
+        )
     if ensemble.combine == "weighted":
         weights = fit_weights(probs, labels)
         ensemble.weights.copy_(weights.to(ensemble.weights.dtype))
