@@ -578,3 +578,20 @@ def weighted_boxes_fusion(
     dtype = boxes_list[0].dtype if boxes_list[0].is_floating_point() else torch.float32
     label_ids = torch.tensor(labels, dtype=torch.int64)[order]
     return out[order, :4].to(dtype), out[order, 4].to(dtype), label_ids
+
+
+def class_rows(
+    coef: Any, intercept: Any, classes: Sequence[int], num_classes: int
+) -> tuple[Tensor, Tensor]:
+    """A scikit-learn linear model's (coef, intercept) as one row per class of
+    ``num_classes``: a binary model's single row scores its second class against a zero
+    row, and classes the fit never saw get a bias of -1e4 (never predicted)."""
+    w = torch.as_tensor(np.asarray(coef), dtype=torch.float64)
+    b = torch.as_tensor(np.asarray(intercept), dtype=torch.float64)
+    present = torch.as_tensor(list(classes), dtype=torch.int64)
+    if len(present) == 2 and w.shape[0] == 1:
+        w, b = torch.cat([torch.zeros_like(w), w]), torch.cat([torch.zeros_like(b), b])
+    rows = torch.zeros(num_classes, w.shape[1], dtype=torch.float64)
+    bias = torch.full((num_classes,), -1e4, dtype=torch.float64)
+    rows[present], bias[present] = w, b
+    return rows, bias

@@ -16,7 +16,7 @@ import torch
 from cnnlab.core.errors import ConfigError
 from cnnlab.models.ensemble import FITTED_RULES, Ensemble
 from cnnlab.models.saved import preprocess
-from cnnlab.transfer.combine import Stacker, fit_weights, mean_disagreement
+from cnnlab.transfer.combine import Stacker, class_rows, fit_weights, mean_disagreement
 
 
 def member_probabilities(
@@ -61,13 +61,7 @@ def fit_combiner(
         return {"weights": [round(float(w), 4) for w in weights]}
     stacker = Stacker().fit(probs, labels)
     k = int(ensemble.num_classes or probs.shape[2])
-    coef = torch.zeros(k, probs.shape[0] * k, dtype=torch.float64)
-    bias = torch.full((k,), -1e4, dtype=torch.float64)  # classes the fit never saw: never
-    present = torch.as_tensor(stacker.classes)
-    w, b = torch.as_tensor(stacker.coef), torch.as_tensor(stacker.intercept)
-    if len(present) == 2 and w.shape[0] == 1:  # binary: one row scores the second class
-        w, b = torch.cat([torch.zeros_like(w), w]), torch.cat([torch.zeros_like(b), b])
-    coef[present], bias[present] = w, b
+    coef, bias = class_rows(stacker.coef, stacker.intercept, stacker.classes, k)
     ensemble.stack_coef.copy_(coef.float())
     ensemble.stack_bias.copy_(bias.float())
     return {"C": stacker.chosen_C}

@@ -21,6 +21,7 @@ from cnnlab.core.records import ModelRecord, record_of, set_record
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.models.saved import preprocess
 from cnnlab.models.shallow import SHALLOW, NearestNeighbours, ShallowClassifier, pooled_features
+from cnnlab.transfer.combine import class_rows
 
 CLASSIFIERS = ("logreg", "svm", "knn")
 C_GRID = np.logspace(-3, 2, 11)  # inverse regularisation tried by cross-validation
@@ -151,16 +152,7 @@ def _as_module(
         head.train_labels.copy_(torch.from_numpy(y))
         return shallow
     shallow = ShallowClassifier(body, "linear", z.shape[1], k)
-    coef = torch.zeros(k, z.shape[1], dtype=torch.float64)
-    bias = torch.zeros(k, dtype=torch.float64)
-    present = torch.as_tensor(estimator.classes_)
-    w = torch.as_tensor(estimator.coef_, dtype=torch.float64)
-    b = torch.as_tensor(estimator.intercept_, dtype=torch.float64)
-    if len(present) == 2 and w.shape[0] == 1:  # binary: one row scores class 1 against 0
-        w, b = torch.cat([torch.zeros_like(w), w]), torch.cat([torch.zeros_like(b), b])
-    coef[present], bias[present] = w, b
-    if len(present) < k:  # classes absent from training can never be predicted
-        bias[[c for c in range(k) if c not in set(present.tolist())]] = -1e4
+    coef, bias = class_rows(estimator.coef_, estimator.intercept_, estimator.classes_, k)
     linear = shallow.head
     assert isinstance(linear, nn.Linear)
     linear.weight.data.copy_(coef)
