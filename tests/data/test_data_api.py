@@ -15,7 +15,7 @@ from cnnlab.data.__main__ import main
 
 NAMES = [
     "bearing-synthetic", "cifar10", "cifar100", "cwru", "detection-folder", "digits", "faces",
-    "facial-keypoints", "fashion-mnist", "folder", "fsdd", "fsdd-mulaw", "mnist", "mr", "npz",
+    "facial-keypoints", "fashion-mnist", "folder", "fsdd", "fsdd-mulaw", "mnist", "mnist-5k", "mr", "npz",
     "nuclei", "scenes",
 ]  # fmt: skip
 
