@@ -13,9 +13,11 @@ import cnnlab
 from cnnlab.core.errors import ConfigError
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.optim import Schedule, build_optimizer
 from cnnlab.ensemble import (
     Ensemble,
     Stacker,
+    boosted_vote,
     fit_combiner,
     hard_vote_labels,
     majority_vote_accuracy,
@@ -122,3 +124,64 @@ def test_bagged_stacked_ensemble_trains_end_to_end(bars: ImageDataset, tmp_path:
     for i in range(3):
         rows = list(csv.DictReader((tmp_path / "bag" / f"member-{i}" / "history.csv").open()))
         assert rows and all(not r.get("val_loss") for r in rows)  # no member-level holdout
+
+
+def test_boosted_rule_is_samme_s_weighted_vote(bars: ImageDataset) -> None:
+    ms = members()
+    alphas = torch.tensor([1.5, 0.4, 0.9])
+    ensemble = Ensemble(ms, combine="boosted")
+    ensemble.weights.copy_(alphas)
+    x = cnnlab.models.saved.preprocess(bars.x_test, STATS)
+    probs = member_probabilities(ensemble, bars.x_test, STATS)
+    with torch.no_grad():
+        out = ensemble(x)
+    scores = boosted_vote(probs.argmax(2), alphas, 3)
+    clear = (scores.topk(2, dim=1).values.diff(dim=1).abs() > 1e-6).squeeze(1)
+    assert clear.any()
+    assert torch.equal(out.argmax(1)[clear], scores.argmax(1)[clear])
+
+
+def test_cyclic_schedule_restarts_every_cycle() -> None:
+    model = torch.nn.Linear(2, 2)
+    config = TrainConfig(schedule="cyclic", cycles=3, epochs=3, lr=0.1)
+    optimizer = build_optimizer(model.parameters(), config)
+    schedule = Schedule(optimizer, config, steps_per_epoch=10)
+    lrs = []
+    for _ in range(30):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.after_batch()
+    assert lrs[0] == lrs[10] == lrs[20] == pytest.approx(0.1)
+    assert max(lrs[8:10] + lrs[18:20] + lrs[28:30]) < 0.01  # each cycle anneals near zero
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampling", ["snapshot", "boosting"])
+def test_snapshot_and_boosted_members(bars: ImageDataset, tmp_path: Path, sampling: str) -> None:
+    config = TrainConfig(
+        name=sampling, runs_dir=str(tmp_path), model="resnet_mini", model_args=SMALL,
+        epochs=3 if sampling == "snapshot" else 1, batch_size=32, augment="none",
+        progress=False, threads=1, ensemble=3, ensemble_sampling=sampling, report=False,
+        tta=False, lr=0.05,
+    )  # fmt: skip
+    metrics = run_training(config, data=bars)
+    loaded = cnnlab.load(tmp_path / sampling)
+    assert metrics["sampling"] == sampling and metrics["test_accuracy"] > 0.6
+    if sampling == "snapshot":  # one run, a member per cycle end, each different
+        assert len(loaded.members) == 3 and metrics["combine"] == "softmax"
+        a, b = (m.state_dict()["head.3.weight"] for m in loaded.members[:2])
+        assert not torch.equal(a, b)
+        assert [m["train_seconds"] for m in metrics["members"]] == sorted(
+            m["train_seconds"] for m in metrics["members"]
+        )
+    else:  # members one after another, each with its SAMME alpha
+        assert metrics["combine"] == "boosted" and loaded.combine == "boosted"
+        assert len(metrics["alphas"]) == len(loaded.members) >= 1
+        torch.testing.assert_close(loaded.weights, torch.tensor(metrics["alphas"]))
+
+
+def test_sequential_members_refuse_a_time_budget() -> None:
+    with pytest.raises(ConfigError, match="trains for a number of epochs"):
+        TrainConfig(ensemble=3, ensemble_sampling="boosting", time_budget="5m")
+    with pytest.raises(ConfigError, match="at least one epoch per cycle"):
+        TrainConfig(ensemble=4, ensemble_sampling="snapshot", epochs=3)

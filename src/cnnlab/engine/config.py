@@ -14,6 +14,8 @@ from cnnlab.core.errors import ConfigError
 from cnnlab.engine.budget import parse_duration
 from cnnlab.tasks.tta import tta_mode
 
+SAMPLINGS = ("seeds", "bootstrap", "boosting", "snapshot")  # ways to get ensemble members
+
 
 @dataclass
 class TrainConfig:
@@ -68,7 +70,8 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum / RMSprop momentum
     nesterov: bool = True
     weight_decay: float = 5e-4  # L2 on all weights (decoupled for adamw)
-    schedule: str = "onecycle"  # constant | step | cosine | onecycle | plateau
+    schedule: str = "onecycle"  # constant | step | cosine | onecycle | plateau | cyclic
+    cycles: int = 1  # cyclic: cosine restarts, each cycle annealing lr to 0 (snapshots)
     warmup_epochs: float = 0.0  # linear warm-up before step/cosine/constant
     step_epochs: int = 10  # step schedule: multiply lr by gamma every step_epochs
     gamma: float = 0.1  # step and plateau decay factor
@@ -103,8 +106,11 @@ class TrainConfig:
     # stacked, sigmoid, mean (cnnlab.models.ensemble); None = the task's own. weighted and
     # stacked are fitted on val_split of the training images, held out from every member.
     ensemble_combine: str | None = None
-    # What each member trains on: "seeds" (all the images, its own seed) or "bootstrap"
-    # (bagging: as many images drawn with replacement, a sample per member).
+    # How the members come to be: "seeds" (all the images, each its own seed),
+    # "bootstrap" (bagging: a sample drawn with replacement per member), "boosting" (SAMME:
+    # one after another, each on a sample drawn by weights that grow on the images its
+    # predecessors got wrong; combined by their alphas) or "snapshot" (one run whose
+    # learning rate restarts `ensemble` times; a member saved at the end of each cycle).
     ensemble_sampling: str = "seeds"
     # Speed.
     # None = automatic: timed on the first run for this model, shape and machine and
@@ -130,6 +136,7 @@ class TrainConfig:
         """Raise ConfigError naming the field, its value and what was expected."""
         positive = (
             "epochs", "batch_size", "eval_batch_size", "step_epochs", "ema_every", "ensemble",
+            "cycles",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)
@@ -179,10 +186,25 @@ class TrainConfig:
                 f"Expected ensemble_combine in {COMBINE_RULES} or null, received "
                 f"ensemble_combine={self.ensemble_combine!r}"
             )
-        if self.ensemble_sampling not in ("seeds", "bootstrap"):
+        if self.ensemble_sampling not in SAMPLINGS:
             raise ConfigError(
-                "Expected ensemble_sampling 'seeds' or 'bootstrap', received "
+                f"Expected ensemble_sampling in {SAMPLINGS}, received "
                 f"ensemble_sampling={self.ensemble_sampling!r}"
+            )
+        sequential = self.ensemble_sampling in ("snapshot", "boosting") and self.ensemble > 1
+        if sequential and parse_duration(self.time_budget) is not None:
+            raise ConfigError(
+                f"ensemble_sampling={self.ensemble_sampling!r} trains for a number of "
+                f"epochs, received time_budget={self.time_budget!r}; set it to none"
+            )
+        if (
+            self.ensemble_sampling == "snapshot"
+            and self.ensemble > 1
+            and self.epochs < self.ensemble
+        ):
+            raise ConfigError(
+                f"a snapshot ensemble of {self.ensemble} needs at least one epoch per cycle, "
+                f"received epochs={self.epochs}"
             )
         if self.ensemble > 1 and self.ensemble_combine in FITTED_RULES and self.val_split <= 0:
             raise ConfigError(

@@ -13,7 +13,7 @@ from cnnlab.core.errors import UnknownNameError
 from cnnlab.engine.config import TrainConfig
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau", "cyclic")
 
 
 def build_optimizer(
@@ -83,6 +83,9 @@ class Schedule:
             )
         elif name == "cosine":
             main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup)
+        elif name == "cyclic":  # cosine with restarts: snapshot ensembles (Huang et al. 2017)
+            cycle = max(1, (total - warmup) // config.cycles)
+            main = lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cycle)
         else:
             raise UnknownNameError("schedule", name, SCHEDULES)
         if warmup > 0:

@@ -3,7 +3,8 @@
 Rules: ``softmax`` (the mean of the members' class probabilities, the default for
 classification and segmentation), ``weighted`` (a weighted mean; the weights are fitted
 on held-out data, cnnlab.transfer.ensembles), ``vote`` (hard majority: each member's
-top class counts one; ties go to the higher mean probability), ``stacked`` (a
+top class counts one; ties go to the higher mean probability), ``boosted`` (SAMME: each
+member's top class counts its alpha), ``stacked`` (a
 logistic-regression meta-learner over the members' concatenated probabilities, fitted
 on held-out data), ``sigmoid`` (multi-label) and ``mean`` (raw outputs: keypoints,
 detection's dense outputs). Weights and the meta-learner are buffers, saved with the
@@ -31,7 +32,7 @@ from cnnlab.models.registry import create_model
 from cnnlab.models.shallow import SHALLOW, build_shallow
 
 ENSEMBLE = "ensemble"  # the "architecture" an ensemble's saved config names
-COMBINE_RULES = ("softmax", "weighted", "vote", "stacked", "sigmoid", "mean")
+COMBINE_RULES = ("softmax", "weighted", "vote", "boosted", "stacked", "sigmoid", "mean")
 FITTED_RULES = ("weighted", "stacked")  # fitted on held-out data after the members train
 VOTE_TIE_BREAK = 1e-3  # mean probability's share of a vote: decides ties, never a majority
 
@@ -64,7 +65,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.num_classes = classes[0]
         m, k = len(members), classes[0] or 1
-        if combine == "weighted":  # uniform until fitted
+        if combine in ("weighted", "boosted"):  # uniform until fitted
             self.register_buffer("weights", torch.full((m,), 1.0 / m))
         if combine == "stacked":  # the meta-learner: logits = [p_1 | ... | p_M] @ coef.T + bias
             self.register_buffer("stack_coef", torch.zeros(k, m * k))
@@ -94,10 +95,13 @@ class Ensemble(nn.Module):
         if self.combine == "weighted":
             log_w = self.weights.clamp_min(1e-12).log().view(-1, *[1] * (outputs.dim() - 1))
             return torch.logsumexp(outputs.log_softmax(2) + log_w, dim=0)
-        if self.combine == "vote":
+        if self.combine in ("vote", "boosted"):  # boosted: each vote counts its alpha
             probs = outputs.softmax(2)
-            top = nn.functional.one_hot(probs.argmax(2), probs.shape[2]).movedim(-1, 2)
-            shares = top.float().mean(0) + VOTE_TIE_BREAK * probs.mean(0)
+            top = nn.functional.one_hot(probs.argmax(2), probs.shape[2]).movedim(-1, 2).float()
+            if self.combine == "boosted":
+                say = self.weights / self.weights.sum()
+                top = top * say.view(-1, *[1] * (top.dim() - 1)) * len(self.members)
+            shares = top.mean(0) + VOTE_TIE_BREAK * probs.mean(0)
             return (shares / (1 + VOTE_TIE_BREAK)).log()
         if self.combine == "stacked":
             if outputs.dim() != 3:

@@ -35,12 +35,12 @@ from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.predictor import evaluate_model, task_of
 from cnnlab.engine.trainer import Trainer, train_images
-from cnnlab.models.ensemble import FITTED_RULES, Ensemble, build_model
+from cnnlab.models.ensemble import Ensemble, build_model
 from cnnlab.models.saved import freeze, frozen_names
+from cnnlab.runs.members import Result, boosted_members, hold_out, member_sample, snapshot_members
 from cnnlab.runs.run import build_model as build_run_model
 from cnnlab.runs.run import finish_run_dir, start_run_dir, test_metrics, train_one
 from cnnlab.tasks import get_task
-from cnnlab.transfer.combine import bootstrap_indices
 from cnnlab.transfer.ensembles import fit_combiner
 
 
@@ -169,33 +169,15 @@ def _train_member(
     return metrics, require_record(model).to_dict(), model.state_dict(), frozen_names(model)
 
 
-def hold_out(
-    config: TrainConfig, data: ImageDataset, combine: str
-) -> tuple[ImageDataset, ImageDataset | None]:
-    """(what the members train on, the held-out images a fitted rule learns from).
-
-    Only ``weighted`` and ``stacked`` hold images out: ``val_split`` of the training
-    images, chosen with the ensemble's seed, never seen by any member.
-    """
-    if combine not in FITTED_RULES:
-        return data, None
-    n_val = int(len(data.x_train) * config.val_split)
-    order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(config.seed))
-    return subset(data, order[n_val:]), subset(data, order[:n_val])
-
-
-def member_sample(config: TrainConfig, data: ImageDataset, seed: int) -> ImageDataset:
-    """A member's training images: all of them, or a bootstrap sample (bagging)."""
-    if config.ensemble_sampling != "bootstrap":
-        return data
-    return subset(data, bootstrap_indices(len(data.x_train), seed))
-
-
-def subset(data: ImageDataset, index: torch.Tensor) -> ImageDataset:
-    """``data`` with only the training items ``index`` (test split unchanged)."""
-    y = data.y_train[index] if data.y_train is not None else None
-    targets = {k: v[index] for k, v in data.targets_train.items()}
-    return dataclasses.replace(data, x_train=data.x_train[index], y_train=y, targets_train=targets)
+def _train_side_by_side(
+    members: list[TrainConfig], data: list[ImageDataset], resume: bool, processes: int
+) -> list[Result]:
+    if processes == 1:
+        return [_train_member(c, resume, d) for c, d in zip(members, data, strict=True)]
+    context = multiprocessing.get_context("spawn")  # fork after torch threads is unsafe
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        jobs = pool.map(_train_member, members, repeat(resume), data, repeat(os.getpid()))
+        return list(jobs)
 
 
 def run_ensemble(
@@ -226,22 +208,26 @@ def run_ensemble(
         f"{threads} thread(s) each, members in {run_dir}/member-*",
         flush=True,
     )
-    # 1. The members, side by side, with one CPU-settings choice between them.
-    if processes > 1 and not resume:  # a resumed member keeps the choice it started with
-        print(f"{tune_once(members[0], data)}, for every member", flush=True)
-        single = one_model_instead(config, members[0], data)
-        if single is not None:
-            return train_one(single, data=data)[0]
+    # 1. The members: snapshots of one run, boosted one after another, or side by side.
     started = time.perf_counter()
-    if processes == 1:
-        results = [_train_member(c, resume, d) for c, d in zip(members, member_data, strict=True)]
+    alphas: list[float] = []
+    if config.ensemble_sampling == "snapshot":
+        results = snapshot_members(config, data)
+    elif config.ensemble_sampling == "boosting":
+        sequential = [
+            member_config(config, i, config.threads or available_cores(), parallel=False)
+            for i in range(config.ensemble)
+        ]
+        results, alphas = boosted_members(sequential, data)
+        combine = "boosted"
     else:
-        context = multiprocessing.get_context("spawn")  # fork after torch threads is unsafe
-        with ProcessPoolExecutor(processes, mp_context=context) as pool:
-            jobs = pool.map(
-                _train_member, members, repeat(resume), member_data, repeat(os.getpid())
-            )
-            results = list(jobs)
+        if processes > 1 and not resume:  # a resumed member keeps the choice it started with
+            print(f"{tune_once(members[0], data)}, for every member", flush=True)
+            single = one_model_instead(config, members[0], data)
+            if single is not None:
+                return train_one(single, data=data)[0]
+            started = time.perf_counter()
+        results = _train_side_by_side(members, member_data, resume, processes)
     wall = time.perf_counter() - started
     # 2. Their average, with what predict() needs to prepare images and repeat the TTA.
     models = []
@@ -253,6 +239,8 @@ def run_ensemble(
         models.append(model)
     task = task_of(models[0])
     ensemble = Ensemble(models, combine=combine).eval()
+    if alphas:  # boosting: each member's say is its SAMME alpha
+        ensemble.weights.copy_(torch.tensor(alphas))
     stats = data.channel_stats()  # what every member normalised with (bags: their own)
     fitted = {}
     if holdout is not None:
@@ -278,6 +266,7 @@ def run_ensemble(
         "combine": combine,
         "sampling": config.ensemble_sampling,
         **({"fitted": fitted} if fitted else {}),
+        **({"alphas": alphas} if alphas else {}),
         "members": [
             {
                 "run_dir": m["run_dir"],
@@ -285,10 +274,10 @@ def run_ensemble(
                 headline: m[headline],
                 "train_seconds": m["train_seconds"],
             }
-            for c, (m, *_) in zip(members, results, strict=True)
+            for c, (m, *_) in zip(members, results, strict=False)
         ],
     }
-    for c, (m, *_) in zip(members, results, strict=True):
+    for c, (m, *_) in zip(members, results, strict=False):
         shown = f"{m[headline]:.2%}" if task.metric == "accuracy" else f"{m[headline]:.4f}"
         print(f"[{c.name}] test {task.metric.replace('_', ' ')} {shown} (seed {c.seed})")
     # 3. The run folder.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from cnnlab.core.io import atomic_write_text, write_json
 from cnnlab.core.records import require_record
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import Normalize
+from cnnlab.engine.callbacks import Callback
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.trainer import Trainer
 from cnnlab.models import create_model, model_info
@@ -79,6 +80,7 @@ def train_one(
     resume: bool = False,
     data: ImageDataset | None = None,
     log: Callable[[str], None] = print,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[dict[str, Any], nn.Module]:
     """One model's run (what run_training does without an ensemble): (metrics, model)."""
     # 1. Data and model, both seeded so a rerun builds the same initial weights.
@@ -88,7 +90,7 @@ def train_one(
     model = build_model(config, data)
     start_run_dir(config)
     # 2. Train.
-    trainer = Trainer(model, config, log=log)
+    trainer = Trainer(model, config, log=log, callbacks=callbacks)
     started = time.perf_counter()
     history = trainer.fit(data, resume=resume)
     train_seconds = sum(row["seconds"] for row in history)

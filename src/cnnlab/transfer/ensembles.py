@@ -32,6 +32,18 @@ def member_probabilities(
     return torch.cat(out, dim=1)
 
 
+def predicted_classes(
+    model: torch.nn.Module, images: torch.Tensor, stats: dict[str, Any], batch_size: int = 500
+) -> torch.Tensor:
+    """One model's top class (N,) for dataset-format ``images``, in eval mode."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            out.append(model(preprocess(images[i : i + batch_size], stats)).argmax(1))
+    return torch.cat(out)
+
+
 def fit_combiner(
     ensemble: Ensemble, images: torch.Tensor, labels: torch.Tensor, stats: dict[str, Any]
 ) -> dict[str, Any]:
