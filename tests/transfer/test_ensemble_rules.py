@@ -185,3 +185,16 @@ def test_sequential_members_refuse_a_time_budget() -> None:
         TrainConfig(ensemble=3, ensemble_sampling="boosting", time_budget="5m")
     with pytest.raises(ConfigError, match="at least one epoch per cycle"):
         TrainConfig(ensemble=4, ensemble_sampling="snapshot", epochs=3)
+
+
+def test_a_loaded_ensembles_members_recombine(bars: ImageDataset, tmp_path: Path) -> None:
+    ms = members()
+    for m in ms:
+        record = cnnlab.core.records.record_of(m)  # type: ignore[attr-defined]
+        record.mean, record.std, record.classes = [0.2], [0.3], ["a", "b", "c"]
+    folder = cnnlab.save(Ensemble(ms), tmp_path / "ens", input_shape=(1, 12, 12))
+    loaded = cnnlab.load(folder)
+    again = Ensemble(list(loaded.members), combine="vote")
+    record = cnnlab.core.records.record_of(again)  # type: ignore[attr-defined]
+    assert record.mean == [0.2] and record.std == [0.3] and record.classes == ["a", "b", "c"]
+    assert cnnlab.engine.predictor.evaluate_model(again, bars.x_test, bars.y_test)["n"] == 96

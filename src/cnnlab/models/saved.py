@@ -113,7 +113,25 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
             f"{files.model_config}: 'frozen' lists a parameter the model lacks: {e}"
         ) from None
     set_record(model, record)
+    _share_record(model, record)
     return model.eval()
+
+
+def _share_record(model: nn.Module, record: ModelRecord) -> None:
+    """Give a loaded ensemble's members the ensemble's record (normalisation, classes,
+    input shape) with their own architecture, so each predicts on its own and
+    ``Ensemble(loaded.members, combine=...)`` recombines them."""
+    members = record.model_args.get("members") if record.architecture == "ensemble" else None
+    if not isinstance(members, list):
+        return
+    for member, described in zip(model.members, members, strict=False):  # type: ignore[arg-type]
+        set_record(
+            member,
+            record.copy(
+                architecture=described["architecture"],
+                model_args=described.get("model_args") or {}, frozen=[],
+            ),
+        )  # fmt: skip
 
 
 def frozen_names(model: nn.Module) -> list[str]:
