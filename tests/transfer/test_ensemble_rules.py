@@ -198,3 +198,18 @@ def test_a_loaded_ensembles_members_recombine(bars: ImageDataset, tmp_path: Path
     record = cnnlab.core.records.record_of(again)  # type: ignore[attr-defined]
     assert record.mean == [0.2] and record.std == [0.3] and record.classes == ["a", "b", "c"]
     assert cnnlab.engine.predictor.evaluate_model(again, bars.x_test, bars.y_test)["n"] == 96
+
+
+def test_members_of_different_architectures_save_and_load(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    mixed = [
+        cnnlab.create_model("resnet_mini", num_classes=10, in_channels=1, **SMALL),
+        cnnlab.create_model("lenet5", num_classes=10, input_size=28),
+    ]
+    ensemble = Ensemble(mixed, combine="vote").eval()
+    folder = cnnlab.save(ensemble, tmp_path / "mixed", input_shape=(1, 28, 28))
+    loaded = cnnlab.load(folder)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ensemble(x))
+    assert [type(m).__name__ for m in loaded.members] == [type(m).__name__ for m in mixed]
