@@ -5,7 +5,7 @@ The oracle is torchvision itself, run in its own venv by ``peers/torchvision_fix
 (weights and logits on disk); set ``CNNLAB_INTEROP_DIR`` to the folder above its
 ``torchvision/`` output to run these tests::
 
-    /work/venv-tv/bin/python tests/transfer/peers/torchvision_fixtures.py /tmp/interop/torchvision
+    .venv-torchvision/bin/python tests/transfer/peers/torchvision_fixtures.py runs/interop/torchvision  (or: make interop)
     CNNLAB_INTEROP_DIR=/tmp/interop .venv/bin/python -m pytest tests/transfer/test_interop_torchvision.py
 """
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.interop
 ATOL = RTOL = 1e-4
 # The logits must spread far wider than the tolerance, or a wrong mapping could pass.
 MIN_SPREAD = 100 * ATOL
-GENERATE = "/work/venv-tv/bin/python tests/transfer/peers/torchvision_fixtures.py DIR/torchvision"
+GENERATE = "make interop (or .venv-torchvision/bin/python tests/transfer/peers/torchvision_fixtures.py DIR/torchvision)"
 
 
 @pytest.fixture(scope="module")

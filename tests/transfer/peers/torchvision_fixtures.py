@@ -2,7 +2,7 @@
 
 Run with torchvision's own venv (it must not import cnnlab)::
 
-    /work/venv-tv/bin/python tests/transfer/peers/torchvision_fixtures.py /tmp/interop/torchvision
+    .venv-torchvision/bin/python tests/transfer/peers/torchvision_fixtures.py runs/interop/torchvision  (or: make interop)
 
 For each architecture it writes ``<name>.pth`` (``model.state_dict()``) and ``<name>.io.pt``
 (``{"input": x, "logits": y}``), both loadable with ``torch.load(weights_only=True)``;
