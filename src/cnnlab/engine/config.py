@@ -213,9 +213,12 @@ class TrainConfig:
             )
 
     def _validate_transfer(self) -> None:
-        if self.first_conv not in ("adapt", "new"):
+        from cnnlab.transfer.shallow import CLASSIFIERS
+        from cnnlab.transfer.weights import FIRST_CONV_RULES
+
+        if self.first_conv not in FIRST_CONV_RULES:
             raise ConfigError(
-                f"Expected first_conv 'adapt' or 'new', received first_conv={self.first_conv!r}"
+                f"Expected first_conv in {FIRST_CONV_RULES}, received first_conv={self.first_conv!r}"
             )
         if self.unfreeze_every is not None and (
             not isinstance(self.unfreeze_every, int) or self.unfreeze_every < 1
@@ -233,9 +236,10 @@ class TrainConfig:
                 f"Expected lr_mult to be a mapping of selector -> multiplier, received {self.lr_mult!r}"
             )
         if self.shallow is not None:
-            if self.shallow not in ("logreg", "svm", "knn"):
+            if self.shallow not in CLASSIFIERS:
                 raise ConfigError(
-                    f"Expected shallow to be logreg, svm, knn or null, received {self.shallow!r}"
+                    f"Expected shallow to be {', '.join(CLASSIFIERS)} or null, received "
+                    f"{self.shallow!r}"
                 )
             if not self.weights:
                 raise ConfigError(

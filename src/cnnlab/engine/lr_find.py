@@ -5,11 +5,10 @@ The sweep stops early once a debiased exponential moving average of the loss (be
 passes ``diverge`` times its best. For the suggestion the loss is smoothed by a centred
 moving average (a twentieth of the sweep each side): an exponential average lags, and
 at 100 steps over seven decades beta 0.98 would shift the curve by three decades. The
-suggestion is
-the rate where the smoothed loss falls fastest per decade of rate (the steepest descent,
+suggestion is the rate where the smoothed loss falls fastest per decade of rate (the steepest descent,
 between the start of the curve and its minimum); the rate at the minimum divided by 10 is
-reported beside it. The model, its optimizer's state and every random state are restored
-afterwards, so the test costs only time.
+reported beside it. The sweep uses an optimizer of its own; the model's weights, its
+frozen flags and every random state are restored afterwards, so the test costs only time.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cnnlab.core.errors import ConfigError, TrainingDivergedError
+from cnnlab.core.errors import ConfigError
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import Normalize
 from cnnlab.engine import finetune
@@ -158,10 +157,7 @@ def _sweep(
             x, targets = next(batches)
         for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio
-        try:
-            loss = float(step(x, targets)[0]["loss"])
-        except TrainingDivergedError:
-            loss = math.inf
+        loss = float(step(x, targets)[0]["loss"])
         if not math.isfinite(loss):
             stopped = True
             break

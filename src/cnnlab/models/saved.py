@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from cnnlab.core.records import ModelRecord, record_of, require_record, set_reco
 from cnnlab.core.rundir import RunDir
 from cnnlab.data.loader import Normalize, to_input
 from cnnlab.models import build_model
+from cnnlab.models.ensemble import ENSEMBLE
 
 if TYPE_CHECKING:
     from cnnlab.data.dataset import ImageDataset
@@ -121,7 +123,7 @@ def _share_record(model: nn.Module, record: ModelRecord) -> None:
     """Give a loaded ensemble's members the ensemble's record (normalisation, classes,
     input shape) with their own architecture, so each predicts on its own and
     ``Ensemble(loaded.members, combine=...)`` recombines them."""
-    members = record.model_args.get("members") if record.architecture == "ensemble" else None
+    members = record.model_args.get("members") if record.architecture == ENSEMBLE else None
     if not isinstance(members, list):
         return
     for member, described in zip(model.members, members, strict=False):  # type: ignore[arg-type]
@@ -162,6 +164,23 @@ def preprocess(images: torch.Tensor, config: dict[str, Any] | ModelRecord) -> to
     if images.is_floating_point() and images.dim() == 3:
         return normalize.signal(images.float())
     return to_input(images, normalize)
+
+
+def in_batches(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    stats: dict[str, Any] | ModelRecord,
+    batch_size: int = 500,
+    dim: int = 0,
+) -> torch.Tensor:
+    """``fn`` over dataset-format ``images`` a batch at a time, each batch prepared by
+    :func:`preprocess` with ``stats``, without gradients; the results joined along ``dim``."""
+    with torch.no_grad():
+        out = [
+            fn(preprocess(images[i : i + batch_size], stats))
+            for i in range(0, len(images), batch_size)
+        ]
+    return torch.cat(out, dim=dim)
 
 
 def dataset_of(model: nn.Module, name: str | None = None) -> tuple[str, ImageDataset]:

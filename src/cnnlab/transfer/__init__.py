@@ -94,9 +94,8 @@ def create_model(
         log(report.summary())
     record = record_of(model)
     if record is not None:
-        counts = {k: len(v) for k, v in report.to_dict().items() if isinstance(v, list | dict)}
         record.extra["pretrained"] = {
-            "source": report.source, "layout": report.layout, **counts,
-            "adapted": report.adapted,
+            "source": report.source, "layout": report.layout, "loaded": len(report.loaded),
+            "adapted": report.adapted, "new": len(report.new), "unused": len(report.unused),
         }  # fmt: skip
     return model

@@ -15,7 +15,7 @@ import torch
 
 from cnnlab.core.errors import ConfigError
 from cnnlab.models.ensemble import FITTED_RULES, Ensemble
-from cnnlab.models.saved import preprocess
+from cnnlab.models.saved import in_batches
 from cnnlab.transfer.combine import Stacker, class_rows, fit_weights, mean_disagreement
 
 
@@ -24,12 +24,11 @@ def member_probabilities(
 ) -> torch.Tensor:
     """Each member's class probabilities (M, N, K) for dataset-format ``images``."""
     ensemble.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            x = preprocess(images[i : i + batch_size], stats)
-            out.append(torch.stack([m(x).float().softmax(1) for m in ensemble.members]))
-    return torch.cat(out, dim=1)
+
+    def each(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).float().softmax(1) for m in ensemble.members])
+
+    return in_batches(each, images, stats, batch_size, dim=1)
 
 
 def predicted_classes(
@@ -37,11 +36,7 @@ def predicted_classes(
 ) -> torch.Tensor:
     """One model's top class (N,) for dataset-format ``images``, in eval mode."""
     model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            out.append(model(preprocess(images[i : i + batch_size], stats)).argmax(1))
-    return torch.cat(out)
+    return in_batches(lambda x: model(x).argmax(1), images, stats, batch_size)
 
 
 def fit_combiner(

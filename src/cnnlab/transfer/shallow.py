@@ -19,7 +19,7 @@ from torch import nn
 from cnnlab.core.errors import ConfigError
 from cnnlab.core.records import ModelRecord, record_of, set_record
 from cnnlab.data.dataset import ImageDataset
-from cnnlab.models.saved import preprocess
+from cnnlab.models.saved import in_batches
 from cnnlab.models.shallow import SHALLOW, NearestNeighbours, ShallowClassifier, pooled_features
 from cnnlab.transfer.combine import class_rows
 
@@ -37,13 +37,9 @@ def extract_features(
     """
     was_training = body.training
     body.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            x = preprocess(images[i : i + batch_size], stats)
-            out.append(pooled_features(body, x).float())
+    features = in_batches(lambda x: pooled_features(body, x).float(), images, stats, batch_size)
     body.train(was_training)
-    return torch.cat(out)
+    return features
 
 
 def _folds(labels: np.ndarray, cv: int) -> int:

@@ -86,7 +86,6 @@ class Source:
     path: Path
     tensors: State | None = None
     keras: Any = None  # layout_keras.KerasWeights
-    architecture: str | None = None  # what the source says it is, when it says
     classes: list[str] | None = None  # the classes of a saved cnnlab model
 
 
@@ -109,8 +108,7 @@ def read_source(source: str | os.PathLike[str]) -> Source:
     if name.endswith(KERAS_SUFFIXES):
         from cnnlab.transfer.layout_keras import read_keras_weights
 
-        keras = read_keras_weights(path)
-        return Source(path, keras=keras, architecture=getattr(keras, "architecture", None))
+        return Source(path, keras=read_keras_weights(path))
     if name.endswith(".safetensors"):
         return Source(path, _strip_wrappers(_read_safetensors(path)))
     if name.endswith(TORCH_SUFFIXES):
@@ -135,7 +133,7 @@ def _read_folder(path: Path) -> Source:
             f"{path} holds an ensemble; take the weights of one member, e.g. {files.member(0).root}"
         )
     tensors, _ = load_tensors(files.weights)
-    return Source(path, tensors, architecture=record.architecture, classes=record.classes)
+    return Source(path, tensors, classes=record.classes)
 
 
 def _read_safetensors(path: Path) -> State:
