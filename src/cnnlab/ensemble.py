@@ -6,6 +6,7 @@ members train side by side with ``cnnlab train --ensemble N`` (``--ensemble-comb
 """
 
 from cnnlab.models.ensemble import COMBINE_RULES, Ensemble
+from cnnlab.tasks.box_fusion import weighted_boxes_fusion
 from cnnlab.transfer.combine import (
     Stacker,
     boosted_vote,
@@ -19,7 +20,6 @@ from cnnlab.transfer.combine import (
     pairwise_disagreement,
     samme_weights,
     soft_average,
-    weighted_boxes_fusion,
 )
 from cnnlab.transfer.ensembles import diversity, fit_combiner, member_probabilities
 
