@@ -25,6 +25,7 @@ from cnnlab.ensemble import (
     soft_average,
 )
 from cnnlab.runs import run_training
+from cnnlab.transfer.combine import class_rows, out_of_fold_indices
 
 SMALL = {"widths": [8, 16], "blocks": [1, 1]}
 STATS = {"mean": [0.2], "std": [0.3]}
@@ -213,3 +214,50 @@ def test_members_of_different_architectures_save_and_load(tmp_path: Path) -> Non
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), ensemble(x))
     assert [type(m).__name__ for m in loaded.members] == [type(m).__name__ for m in mixed]
+
+
+def test_config_checks_out_of_fold_fitting() -> None:
+    TrainConfig(ensemble=3, ensemble_combine="stacked", ensemble_folds=3)  # no val_split needed
+    with pytest.raises(ConfigError, match="ensemble_folds >= 2"):
+        TrainConfig(ensemble=3, ensemble_combine="stacked", ensemble_folds=1)
+    with pytest.raises(ConfigError, match="ensemble_folds >= 2 with ensemble_combine"):
+        TrainConfig(ensemble=3, ensemble_combine="softmax", ensemble_folds=3)
+    with pytest.raises(ConfigError, match="int >= 0"):
+        TrainConfig(ensemble=3, ensemble_combine="stacked", ensemble_folds=-2)
+    with pytest.raises(ConfigError, match="once per fold"):
+        TrainConfig(
+            ensemble=3, ensemble_combine="stacked", ensemble_folds=3, ensemble_sampling="snapshot"
+        )
+
+
+@pytest.mark.slow
+def test_stacking_learns_from_out_of_fold_predictions(bars: ImageDataset, tmp_path: Path) -> None:
+    config = TrainConfig(
+        name="oof", runs_dir=str(tmp_path), model="resnet_mini", model_args=SMALL, epochs=1,
+        batch_size=32, augment="none", progress=False, threads=1, ensemble=2,
+        ensemble_combine="stacked", ensemble_folds=2, val_split=0.0, report=False, tta=False,
+    )  # fmt: skip
+    metrics = run_training(config, data=bars)
+    assert metrics["fitted"]["folds"] == 2 and metrics["test_accuracy"] > 0.5
+    # The oracle: each fold's members, reloaded, predict the fold they never trained on;
+    # scikit-learn's stacker fitted on those predictions is the ensemble's meta-learner.
+    labels = bars.targets_train["label"]
+    probs = torch.zeros(2, len(labels), len(bars.classes))
+    for k, (train, held) in enumerate(out_of_fold_indices(len(labels), 2, config.seed)):
+        fold = [cnnlab.load(tmp_path / "oof" / f"fold-{k}" / f"member-{i}") for i in range(2)]
+        record = cnnlab.core.records.require_record(fold[0])
+        stats = {"mean": record.mean, "std": record.std}
+        probs[:, held] = member_probabilities(Ensemble(fold), bars.x_train[held], stats)
+        seen = json.loads(
+            (tmp_path / "oof" / f"fold-{k}" / "member-0" / "metrics.json").read_text()
+        )
+        assert seen["train_images"] == len(train)
+    oracle = Stacker().fit(probs, labels)
+    coef, bias = class_rows(oracle.coef, oracle.intercept, oracle.classes, len(bars.classes))
+    loaded = cnnlab.load(tmp_path / "oof")
+    assert metrics["fitted"]["C"] == oracle.chosen_C
+    torch.testing.assert_close(loaded.stack_coef, coef.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(loaded.stack_bias, bias.float(), atol=1e-4, rtol=1e-4)
+    # the final members trained on every training image
+    final = json.loads((tmp_path / "oof" / "member-0" / "metrics.json").read_text())
+    assert final["train_images"] == len(labels)

@@ -104,7 +104,8 @@ class TrainConfig:
     ensemble_min_epochs: float | None = None
     # How the members' outputs combine: softmax (mean probability), weighted, vote,
     # stacked, sigmoid, mean (cnnlab.models.ensemble); None = the task's own. weighted and
-    # stacked are fitted on val_split of the training images, held out from every member.
+    # stacked are fitted on val_split of the training images, held out from every member
+    # (or out of fold: ensemble_folds).
     ensemble_combine: str | None = None
     # How the members come to be: "seeds" (all the images, each its own seed),
     # "bootstrap" (bagging: a sample drawn with replacement per member), "boosting" (SAMME:
@@ -112,6 +113,11 @@ class TrainConfig:
     # predecessors got wrong; combined by their alphas) or "snapshot" (one run whose
     # learning rate restarts `ensemble` times; a member saved at the end of each cycle).
     ensemble_sampling: str = "seeds"
+    # weighted and stacked rules fitted on out-of-fold predictions instead of val_split:
+    # the training images split in this many folds; per fold, the members train on the
+    # others and predict it; the final members then train on all of them
+    # ((folds + 1) x the training). 0 = fit on val_split.
+    ensemble_folds: int = 0
     # Speed.
     # None = automatic: timed on the first run for this model, shape and machine and
     # cached (cnnlab.engine.autotune); True/False always wins over the tuner.
@@ -206,7 +212,23 @@ class TrainConfig:
                 f"a snapshot ensemble of {self.ensemble} needs at least one epoch per cycle, "
                 f"received epochs={self.epochs}"
             )
-        if self.ensemble > 1 and self.ensemble_combine in FITTED_RULES and self.val_split <= 0:
+        folds = self.ensemble_folds
+        if not isinstance(folds, int) or isinstance(folds, bool) or folds < 0:
+            raise ConfigError(f"Expected ensemble_folds to be an int >= 0, received {folds!r}")
+        if folds:
+            if folds < 2 or self.ensemble_combine not in FITTED_RULES:
+                raise ConfigError(
+                    f"Expected ensemble_folds >= 2 with ensemble_combine in {FITTED_RULES}, "
+                    f"or 0; received ensemble_folds={self.ensemble_folds}, "
+                    f"ensemble_combine={self.ensemble_combine!r}"
+                )
+            if self.ensemble_sampling not in ("seeds", "bootstrap"):
+                raise ConfigError(
+                    "out-of-fold fitting trains the members once per fold, side by side; "
+                    f"received ensemble_sampling={self.ensemble_sampling!r}, expected seeds "
+                    "or bootstrap"
+                )
+        elif self.ensemble > 1 and self.ensemble_combine in FITTED_RULES and self.val_split <= 0:
             raise ConfigError(
                 f"ensemble_combine={self.ensemble_combine!r} is fitted on images no member "
                 "trained on, and val_split=0 holds none out; set val_split (e.g. 0.1)"

@@ -6,8 +6,11 @@ on held-out data, cnnlab.transfer.ensembles), ``vote`` (hard majority: each memb
 top class counts one; ties go to the higher mean probability), ``boosted`` (SAMME: each
 member's top class counts its alpha), ``stacked`` (a
 logistic-regression meta-learner over the members' concatenated probabilities, fitted
-on held-out data), ``sigmoid`` (multi-label) and ``mean`` (raw outputs: keypoints,
-detection's dense outputs). Weights and the meta-learner are buffers, saved with the
+on held-out data), ``sigmoid`` (multi-label), ``mean`` (raw outputs: keypoints) and, for
+detectors, ``wbf`` and ``nms``: the members' raw outputs side by side, (B, M * P, 5 + K),
+which the detect task decodes member by member and fuses by weighted boxes fusion (each
+member's own detections) or by NMS over all their candidates (cnnlab.tasks.detect; the
+ensemble's record tells the task how many members and which rule). Weights and the meta-learner are buffers, saved with the
 members' weights. Probability rules work per item and, for (B, C, H, W) outputs, per pixel.
 
 An :class:`Ensemble` outputs the log of the members' mean softmax, so it drops in
@@ -32,13 +35,17 @@ from cnnlab.models.registry import create_model
 from cnnlab.models.shallow import SHALLOW, build_shallow
 
 ENSEMBLE = "ensemble"  # the "architecture" an ensemble's saved config names
-COMBINE_RULES = ("softmax", "weighted", "vote", "boosted", "stacked", "sigmoid", "mean")
+COMBINE_RULES = (
+    "softmax", "weighted", "vote", "boosted", "stacked", "sigmoid", "mean", "wbf", "nms"
+)  # fmt: skip
+BOX_RULES = ("wbf", "nms")  # detectors: the members' boxes fused, not their outputs averaged
 FITTED_RULES = ("weighted", "stacked")  # fitted on held-out data after the members train
 VOTE_TIE_BREAK = 1e-3  # mean probability's share of a vote: decides ties, never a majority
 
 
 class Ensemble(nn.Module):
-    """Average the class probabilities of ``members`` (each maps images to logits).
+    """Combine ``members``' outputs by the rule ``combine`` (one of COMBINE_RULES; None:
+    ``wbf`` for detectors, else ``softmax``, the mean of their class probabilities).
 
     Members built with ``create_model`` (or loaded) carry their config, and then the
     ensemble can be saved with ``cnnlab.save``; any other modules still predict.
@@ -51,10 +58,12 @@ class Ensemble(nn.Module):
     stack_coef: torch.Tensor  # "stacked": (K, M * K)
     stack_bias: torch.Tensor  # "stacked": (K,)
 
-    def __init__(self, members: Sequence[nn.Module], combine: str = "softmax") -> None:
+    def __init__(self, members: Sequence[nn.Module], combine: str | None = None) -> None:
         super().__init__()
         if not members:
             raise ConfigError("Expected at least one ensemble member, received none")
+        if combine is None:  # detectors' boxes are fused; anything else averages probabilities
+            combine = "wbf" if hasattr(members[0], "spec") else "softmax"
         if combine not in COMBINE_RULES:
             raise ConfigError(f"Expected combine in {COMBINE_RULES}, received combine={combine!r}")
         self.combine = combine
@@ -71,7 +80,18 @@ class Ensemble(nn.Module):
             self.register_buffer("stack_coef", torch.zeros(k, m * k))
             self.register_buffer("stack_bias", torch.zeros(k))
         self.in_channels = getattr(members[0], "in_channels", None)
+        if hasattr(members[0], "spec"):  # detectors: where the priors lie (cnnlab.tasks.detect)
+            self.spec = members[0].spec
+        if combine in BOX_RULES:
+            self.fusion, self.fusion_members = combine, m
         records = [r for r in map(record_of, members) if r is not None]
+        if combine in BOX_RULES:
+            specs = {i: (r.task_args or {}).get("spec") for i, r in enumerate(records)}
+            if len({repr(v) for v in specs.values()}) > 1:
+                raise ConfigError(
+                    f"combine={combine!r} decodes every member's outputs with one PriorSpec "
+                    f"(the same detector head at the same strides), received {specs}"
+                )
         if len(records) == len(members):
             described = [
                 {"architecture": r.architecture, "model_args": r.model_args} for r in records
@@ -80,7 +100,13 @@ class Ensemble(nn.Module):
             if combine != "softmax":  # older saved ensembles have no key: softmax
                 args["combine"] = combine
             first = records[0]
-            set_record(self, first.copy(architecture=ENSEMBLE, model_args=args, frozen=[]))
+            task_args = dict(first.task_args or {})
+            if combine in BOX_RULES:  # the detect task decodes M members' outputs
+                task_args |= {"members": m, "fusion": combine}
+            set_record(
+                self,
+                first.copy(architecture=ENSEMBLE, model_args=args, frozen=[], task_args=task_args),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The members' outputs combined: usable as one model's output of the same kind."""
@@ -88,6 +114,13 @@ class Ensemble(nn.Module):
         n = math.log(len(self.members))
         if self.combine == "mean":
             return outputs.mean(0)
+        if self.combine in BOX_RULES:
+            if outputs.dim() != 4:
+                raise ConfigError(
+                    f"combine={self.combine!r} fuses detectors' (B, P, 5 + K) outputs, "
+                    f"received members' outputs of shape {tuple(outputs.shape[1:])}"
+                )
+            return torch.cat(list(outputs), dim=1)
         if self.combine == "sigmoid":  # logit(mean sigmoid), from log-probabilities: stable
             log_p = torch.logsumexp(nn.functional.logsigmoid(outputs), dim=0) - n
             log_q = torch.logsumexp(nn.functional.logsigmoid(-outputs), dim=0) - n

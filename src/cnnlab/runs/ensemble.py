@@ -29,19 +29,28 @@ import torch
 
 from cnnlab import data as datasets
 from cnnlab.core.cpu import num_threads
+from cnnlab.core.errors import ConfigError
 from cnnlab.core.records import ModelRecord, require_record, set_record
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.predictor import evaluate_model, task_of
 from cnnlab.engine.trainer import Trainer, train_images
-from cnnlab.models.ensemble import Ensemble, build_model
+from cnnlab.models.ensemble import BOX_RULES, Ensemble, build_model
 from cnnlab.models.saved import freeze, frozen_names
-from cnnlab.runs.members import Result, boosted_members, hold_out, member_sample, snapshot_members
+from cnnlab.runs.members import (
+    Result,
+    boosted_members,
+    hold_out,
+    member_sample,
+    snapshot_members,
+    subset,
+)
 from cnnlab.runs.run import build_model as build_run_model
 from cnnlab.runs.run import finish_run_dir, start_run_dir, test_metrics, train_one
 from cnnlab.tasks import get_task
-from cnnlab.transfer.ensembles import fit_combiner
+from cnnlab.transfer.combine import out_of_fold_indices
+from cnnlab.transfer.ensembles import fit_combiner, fit_rule, member_probabilities
 
 
 def available_cores() -> int:
@@ -61,6 +70,20 @@ def plan(config: TrainConfig, cores: int | None = None) -> tuple[int, int]:
     processes = max(1, min(config.ensemble, cores))
     threads = config.threads or max(1, cores // processes)
     return processes, threads
+
+
+def check_rule(combine: str, task: str) -> None:
+    """ConfigError when ``combine`` cannot combine ``task``'s outputs: box fusion is for
+    detectors, whose raw outputs only ``mean`` can otherwise average."""
+    detect = ("wbf", "nms", "mean")
+    if (combine in BOX_RULES) != (task == "detect") and not (
+        task == "detect" and combine in detect
+    ):
+        expected = f"one of {detect}" if task == "detect" else f"a rule other than {BOX_RULES}"
+        raise ConfigError(
+            f"ensemble_combine={combine!r} does not combine the {task} task's outputs; "
+            f"expected {expected}"
+        )
 
 
 def member_config(config: TrainConfig, index: int, threads: int, parallel: bool) -> TrainConfig:
@@ -180,6 +203,52 @@ def _train_side_by_side(
         return list(jobs)
 
 
+def rebuilt(results: list[Result]) -> list[torch.nn.Module]:
+    """The trained members as models, each with its record (normalisation, TTA) and its
+    frozen parameters frozen again (so a saved ensemble lists them as frozen too)."""
+    models = []
+    for _, record, state, frozen in results:
+        model = build_model(record)
+        set_record(model, ModelRecord.from_dict(record))
+        model.load_state_dict(state)
+        freeze(model, frozen)
+        models.append(model)
+    return models
+
+
+def out_of_fold(
+    config: TrainConfig,
+    members: list[TrainConfig],
+    data: ImageDataset,
+    resume: bool,
+    processes: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The members' out-of-fold class probabilities (M, N, K) of every training image and
+    the labels (N,): per fold, each member (its own seed) trains on the other folds, in
+    ``RUN/fold-k/member-i``, and predicts the fold's images, which it never saw."""
+    labels = data.targets_train["label"]
+    probs: torch.Tensor | None = None
+    pairs = out_of_fold_indices(len(labels), config.ensemble_folds, config.seed)
+    for k, (train, held) in enumerate(pairs):
+        print(
+            f"out-of-fold {k + 1}/{len(pairs)}: {len(members)} members on {len(train)} images, "
+            f"predicting the other {len(held)}",
+            flush=True,
+        )
+        fold = [dataclasses.replace(c, runs_dir=str(config.run_dir / f"fold-{k}")) for c in members]
+        rest = subset(data, train)
+        samples = [member_sample(config, rest, c.seed) for c in fold]
+        models = rebuilt(_train_side_by_side(fold, samples, resume, processes))
+        first = require_record(models[0])
+        stats = {"mean": first.mean, "std": first.std}
+        p = member_probabilities(Ensemble(models), data.x_train[held], stats)
+        if probs is None:
+            probs = p.new_zeros((p.shape[0], len(labels), *p.shape[2:]))
+        probs[:, held] = p
+    assert probs is not None  # at least two folds
+    return probs, labels
+
+
 def run_ensemble(
     config: TrainConfig, *, resume: bool = False, data: ImageDataset | None = None
 ) -> dict[str, Any]:
@@ -197,6 +266,7 @@ def run_ensemble(
     ]
     task = get_task(config.task or data.task, **config.task_args)
     combine = config.ensemble_combine or task.ensemble_combine
+    check_rule(combine, task.name)  # before any member trains
     data, holdout = hold_out(config, data, combine)
     member_data = [member_sample(config, data, c.seed) for c in members]
     if holdout is not None:  # the ensemble's own held-out images replace each member's
@@ -230,20 +300,18 @@ def run_ensemble(
         results = _train_side_by_side(members, member_data, resume, processes)
     wall = time.perf_counter() - started
     # 2. Their average, with what predict() needs to prepare images and repeat the TTA.
-    models = []
-    for _, record, state, frozen in results:
-        model = build_model(record)
-        set_record(model, ModelRecord.from_dict(record))  # with its normalisation and TTA
-        model.load_state_dict(state)
-        freeze(model, frozen)  # so the saved ensemble lists them as frozen too
-        models.append(model)
+    models = rebuilt(results)
     task = task_of(models[0])
     ensemble = Ensemble(models, combine=combine).eval()
     if alphas:  # boosting: each member's say is its SAMME alpha
         ensemble.weights.copy_(torch.tensor(alphas))
     stats = data.channel_stats()  # what every member normalised with (bags: their own)
     fitted = {}
-    if holdout is not None:
+    if config.ensemble_folds:
+        probs, labels = out_of_fold(config, members, data, resume, processes)
+        fitted = fit_rule(ensemble, probs, labels) | {"folds": config.ensemble_folds}
+        print(f"{combine}: fitted on {probs.shape[1]} out-of-fold predictions: {fitted}")
+    elif holdout is not None:
         first = require_record(models[0])
         fitted = fit_combiner(
             ensemble, holdout.x_train, holdout.targets_train["label"],

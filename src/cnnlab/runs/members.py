@@ -34,10 +34,10 @@ def hold_out(
 ) -> tuple[ImageDataset, ImageDataset | None]:
     """(what the members train on, the held-out images a fitted rule learns from).
 
-    Only ``weighted`` and ``stacked`` hold images out: ``val_split`` of the training
+    Only ``weighted`` and ``stacked`` fitted without folds hold images out: ``val_split`` of the training
     images, chosen with the ensemble's seed, never seen by any member.
     """
-    if combine not in FITTED_RULES:
+    if combine not in FITTED_RULES or config.ensemble_folds:  # out of fold: none held out
         return data, None
     n_val = int(len(data.x_train) * config.val_split)
     order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(config.seed))

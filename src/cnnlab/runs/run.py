@@ -19,7 +19,7 @@ from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import Normalize
 from cnnlab.engine.callbacks import Callback
 from cnnlab.engine.config import TrainConfig
-from cnnlab.engine.trainer import Trainer
+from cnnlab.engine.trainer import Trainer, train_images
 from cnnlab.models import create_model, model_info
 from cnnlab.models.ensemble import ENSEMBLE
 from cnnlab.models.saved import read_record, save
@@ -102,6 +102,7 @@ def train_one(
         **test_metrics(test),
         "task": trainer.task.name,
         "epochs": len(history),
+        "train_images": train_images(data, config.val_split),  # after the validation split
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - started,
         "model": config.model,

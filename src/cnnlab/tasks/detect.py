@@ -12,6 +12,7 @@ y2, score, label, best first, padded with label -1 up to D = the most found in a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from cnnlab.core.errors import ConfigError
 from cnnlab.models.detector import PriorSpec
 from cnnlab.tasks.base import NoMetrics, Targets, Task, register_task
+from cnnlab.tasks.box_fusion import weighted_boxes_fusion
 from cnnlab.tasks.coco_eval import DetectionMetrics
 from cnnlab.tasks.detect_rules import DecodeSettings, FcosRule, SsdRule, select
 from cnnlab.tasks.tta import tta_mode
@@ -27,6 +29,7 @@ from cnnlab.tasks.tta import tta_mode
 SHOWN_SCORE = 0.3  # what `predict` prints, draws and writes; evaluation keeps every score
 RULES: dict[str, type[FcosRule] | type[SsdRule]] = {"fcos": FcosRule, "ssd": SsdRule}
 DEFAULT_NMS = {"fcos": 0.6, "ssd": 0.45}  # each paper's NMS IoU threshold
+FUSIONS = (None, "nms", "wbf")  # how an ensemble's members' boxes become one set
 
 
 def unpad(targets: Targets) -> list[dict[str, Tensor]]:
@@ -78,12 +81,19 @@ class Detect(Task):
         image_size: (H, W) of the images (set from the dataset).
         spec: the model's PriorSpec as a dict (set by :meth:`bind`; recorded).
         score_threshold, iou_threshold, max_detections: how detections are chosen.
+        members, fusion: an ensemble's (set by :class:`~cnnlab.models.ensemble.Ensemble`):
+            its outputs are its ``members``' outputs side by side, (B, members * P, 5 + K),
+            and ``fusion`` says how their boxes become one set: ``"nms"`` (class-aware NMS
+            over every member's candidates) or ``"wbf"`` (each member's own detections,
+            then weighted boxes fusion at IoU ``fusion_iou``, cnnlab.tasks.box_fusion;
+            None: the NMS threshold, so that fusion joins what each member's NMS would
+            have called one object; measured in benchmarks/detect_ensemble.py).
     """
 
     name = "detect"
     targets = ("boxes", "classes")
     metric = "map"
-    ensemble_combine = "mean"
+    ensemble_combine = "wbf"
     model_task = "detect"
 
     def __init__(
@@ -94,6 +104,9 @@ class Detect(Task):
         iou_threshold: float | None = None,
         max_detections: int = 100,
         label_smoothing: float = 0.0,
+        members: int = 1,
+        fusion: str | None = None,
+        fusion_iou: float | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -101,12 +114,19 @@ class Detect(Task):
         self.spec = PriorSpec.from_dict(spec) if spec else None
         self.score_threshold, self.iou_threshold = float(score_threshold), iou_threshold
         self.max_detections = int(max_detections)
+        if fusion not in FUSIONS or int(members) < 1:
+            raise ConfigError(
+                f"Expected fusion in {FUSIONS} and members >= 1, received fusion={fusion!r}, "
+                f"members={members!r}"
+            )
+        self.members, self.fusion, self.fusion_iou = int(members), fusion, fusion_iou
         self._priors: dict[tuple[int, int], Tensor] = {}
 
     # -- the model and the data ------------------------------------------------------------
 
     def bind(self, model: nn.Module) -> None:
-        """Read the detector's PriorSpec: it says where the outputs' priors lie."""
+        """Read the detector's PriorSpec (where the outputs' priors lie) and, for an
+        ensemble, its members and fusion rule."""
         spec = getattr(model, "spec", None)
         if not isinstance(spec, PriorSpec):
             raise ConfigError(
@@ -114,6 +134,9 @@ class Detect(Task):
                 f"received a {type(model).__name__} without a PriorSpec"
             )
         self.spec = spec
+        # An ensemble (cnnlab.models.ensemble) says how many members' outputs it joins.
+        self.members = int(getattr(model, "fusion_members", 1))
+        self.fusion = getattr(model, "fusion", None)
         self._priors.clear()
 
     def check_data(self, data: Any) -> None:
@@ -151,10 +174,11 @@ class Detect(Task):
         return self.size
 
     def priors(self) -> Tensor:
-        """(P, 4) priors (cx, cy, w, h) of the model at the task's image size (cached)."""
+        """(P, 4) priors (cx, cy, w, h) of the model at the task's image size (cached);
+        an ensemble's members' priors one after another, (members * P, 4)."""
         size = self._size()
         if size not in self._priors:
-            self._priors[size] = self._spec().priors(size)
+            self._priors[size] = self._spec().priors(size).repeat(self.members, 1)
         return self._priors[size]
 
     def rule(self) -> FcosRule | SsdRule:
@@ -163,6 +187,8 @@ class Detect(Task):
     # -- training and evaluation -----------------------------------------------------------
 
     def loss(self, outputs: Tensor, targets: Targets) -> dict[str, Tensor]:
+        """The rule's loss; an ensemble's is its members' outputs pooled (normalised by
+        all their positives: the mean member's loss)."""
         return self.rule().loss(outputs, self.priors(), targets)
 
     def eval_loss(self, outputs: Tensor, targets: Targets) -> Tensor:
@@ -184,7 +210,9 @@ class Detect(Task):
         out = model(x).float()
         if tta_mode(tta) == "none":
             return out
-        mirrored = model(x.flip(3)).float()[:, self._spec().mirror(self._size())]
+        single = self._spec().mirror(self._size())  # (P,): cell -> its mirror image's cell
+        index = torch.cat([single + m * len(single) for m in range(self.members)])
+        mirrored = model(x.flip(3)).float()[:, index]
         return (out + self.rule().mirror(mirrored)) / 2
 
     def settings(self) -> DecodeSettings:
@@ -197,7 +225,26 @@ class Detect(Task):
         """Per image: boxes (n, 4), scores (n,), labels (n,), best first."""
         boxes, scores = self.rule().decode(outputs, self.priors())
         settings = self.settings()
-        return [select(b, s, self._size(), settings) for b, s in zip(boxes, scores, strict=True)]
+        if self.fusion != "wbf":  # one model, or NMS over all members' candidates
+            settings = dataclasses.replace(settings, pre_nms=settings.pre_nms * self.members)
+            return [
+                select(b, s, self._size(), settings) for b, s in zip(boxes, scores, strict=True)
+            ]
+        return [self._fused(b, s, settings) for b, s in zip(boxes, scores, strict=True)]
+
+    def _fused(
+        self, boxes: Tensor, scores: Tensor, settings: DecodeSettings
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One image's members' detections (each member's own, as it alone would give
+        them) fused into one set by weighted boxes fusion, best first."""
+        each = [
+            select(b, s, self._size(), settings)
+            for b, s in zip(boxes.chunk(self.members), scores.chunk(self.members), strict=True)
+        ]
+        iou = settings.iou_threshold if self.fusion_iou is None else self.fusion_iou
+        boxes_list, scores_list, labels_list = (list(t) for t in zip(*each, strict=True))
+        fused = weighted_boxes_fusion(boxes_list, scores_list, labels_list, iou_thr=iou)
+        return tuple(t[: self.max_detections] for t in fused)  # type: ignore[return-value]
 
     def scores(self, outputs: Tensor) -> Tensor:
         """(N, D, 6) detections: x1, y1, x2, y2, score, label (-1: padding)."""

@@ -3,8 +3,10 @@
 The members of an :class:`~cnnlab.models.ensemble.Ensemble` are trained elsewhere (side by
 side, on bootstrap samples, ...); here the ``weighted`` rule's weights (validation NLL,
 cnnlab.transfer.combine.fit_weights) and the ``stacked`` rule's meta-learner (logistic
-regression, cnnlab.transfer.combine.Stacker) are fitted on images none of the members
-trained on, and written into the ensemble's buffers.
+regression, cnnlab.transfer.combine.Stacker) are fitted on predictions of images the
+predicting members never trained on (a held-out split, :func:`fit_combiner`, or
+out-of-fold predictions, :func:`fit_rule`; cnnlab.runs.ensemble gathers those), and
+written into the ensemble's buffers.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def predicted_classes(
     return in_batches(lambda x: model(x).argmax(1), images, stats, batch_size)
 
 
+def _check_fitted(ensemble: Ensemble) -> None:
+    if ensemble.combine not in FITTED_RULES:
+        raise ConfigError(
+            f"Expected an ensemble with a rule in {FITTED_RULES}, received {ensemble.combine!r}"
+        )
+
+
 def fit_combiner(
     ensemble: Ensemble, images: torch.Tensor, labels: torch.Tensor, stats: dict[str, Any]
 ) -> dict[str, Any]:
@@ -48,15 +57,18 @@ def fit_combiner(
     Raises:
         ConfigError: a rule that fits nothing, or no held-out images.
     """
-    if ensemble.combine not in FITTED_RULES:
-        raise ConfigError(
-            f"Expected an ensemble with a rule in {FITTED_RULES}, received {ensemble.combine!r}"
-        )
+    _check_fitted(ensemble)
     if len(images) == 0:
         raise ConfigError(
             f"the {ensemble.combine} rule is fitted on held-out images; received none"
         )
-    probs = member_probabilities(ensemble, images, stats)
+    return fit_rule(ensemble, member_probabilities(ensemble, images, stats), labels)
+
+
+def fit_rule(ensemble: Ensemble, probs: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Fit the ensemble's ``weighted`` or ``stacked`` rule on its members' probabilities
+    (M, N, K) of held-out or out-of-fold items and their ``labels`` (N,)."""
+    _check_fitted(ensemble)
     if probs.dim() != 3:
         raise ConfigError(
             f"the {ensemble.combine} rule is fitted for classifiers' (N, num_classes) outputs, "
