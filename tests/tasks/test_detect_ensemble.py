@@ -89,8 +89,8 @@ def test_nms_over_identical_members_gives_the_single_models_boxes(
 def test_a_fused_ensemble_evaluates_with_tta_saves_and_loads(
     members: list[torch.nn.Module], tiny_scenes: ImageDataset, tmp_path: Path
 ) -> None:
-    ensemble = Ensemble(members).eval()
-    assert ensemble.combine == "wbf"  # the detect task's default
+    assert Ensemble(members).combine == "mean"  # the detect task's default, by measurement
+    ensemble = Ensemble(members, combine="wbf").eval()
     targets = {k: v for k, v in tiny_scenes.targets_test.items()}
     fused = evaluate_model(ensemble, tiny_scenes.x_test, targets)
     singles = [evaluate_model(m, tiny_scenes.x_test, targets)["map"] for m in members]
@@ -138,7 +138,7 @@ def test_a_detection_ensemble_trains_from_the_run(
     config = TrainConfig(
         name="ens", runs_dir=str(tmp_path), model="fcos", epochs=2, batch_size=32,
         lr=3e-3, optimizer="adam", weight_decay=0.0, progress=False, report=False,
-        autotune=False, threads=1, task="detect", ensemble=2, tta=False,
+        autotune=False, threads=1, task="detect", ensemble=2, tta=False, ensemble_combine="wbf",
         model_args={"channels": 16, "groups": 4,
                     "backbone_args": {"widths": [8, 16, 16], "blocks": [1, 1, 1]}},
     )  # fmt: skip

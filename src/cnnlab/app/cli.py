@@ -390,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab.app.cli_bench import add_bench_parser
 
     add_bench_parser(sub)
+
+    from cnnlab.app.cli_serve import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

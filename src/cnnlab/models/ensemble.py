@@ -45,7 +45,7 @@ VOTE_TIE_BREAK = 1e-3  # mean probability's share of a vote: decides ties, never
 
 class Ensemble(nn.Module):
     """Combine ``members``' outputs by the rule ``combine`` (one of COMBINE_RULES; None:
-    ``wbf`` for detectors, else ``softmax``, the mean of their class probabilities).
+    ``mean`` for detectors, else ``softmax``, the mean of their class probabilities).
 
     Members built with ``create_model`` (or loaded) carry their config, and then the
     ensemble can be saved with ``cnnlab.save``; any other modules still predict.
@@ -62,8 +62,8 @@ class Ensemble(nn.Module):
         super().__init__()
         if not members:
             raise ConfigError("Expected at least one ensemble member, received none")
-        if combine is None:  # detectors' boxes are fused; anything else averages probabilities
-            combine = "wbf" if hasattr(members[0], "spec") else "softmax"
+        if combine is None:  # detectors: raw outputs (as the detect task's default)
+            combine = "mean" if hasattr(members[0], "spec") else "softmax"
         if combine not in COMBINE_RULES:
             raise ConfigError(f"Expected combine in {COMBINE_RULES}, received combine={combine!r}")
         self.combine = combine
