@@ -75,7 +75,8 @@ def test_residual_field_is_what_perturbation_can_change() -> None:
     assert torch.equal(out["mask"], oracle)
     # a clipped cell at the border
     corner = receptive_field(net, x, "pool", (0, 0))
-    assert corner["box"] == [[0, 3], [0, 3]]  # the pool window 0-1, then 2 more per conv side, clipped at 0
+    # the pool window 0-1, then 2 more per conv side, clipped at 0
+    assert corner["box"] == [[0, 3], [0, 3]]
 
 
 def test_resnet_mini_field_grows_through_the_blocks_and_stays_inside() -> None:

@@ -33,8 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from cnnlab.app.serve import Limits, serve
     except ImportError as e:
         raise SystemExit(
-            f"error: cnnlab serve needs FastAPI and uvicorn ({e}); "
-            "pip install 'cnnlab[serve]'"
+            f"error: cnnlab serve needs FastAPI and uvicorn ({e}); pip install 'cnnlab[serve]'"
         ) from None
     limits = Limits(
         max_body=args.max_body, max_pixels=args.max_pixels, max_batch=args.max_batch,
