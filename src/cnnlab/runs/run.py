@@ -14,7 +14,7 @@ from torch import nn
 from cnnlab import data as datasets
 from cnnlab import transfer
 from cnnlab.core.io import atomic_write_text, write_json
-from cnnlab.core.records import require_record
+from cnnlab.core.records import record_of, require_record
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import Normalize
 from cnnlab.engine.callbacks import Callback
@@ -154,8 +154,10 @@ def finish_run_dir(
         return
     run_dir = config.run_dir
     mean, std = stats
+    record = record_of(model)  # the task's class names (segmentation: background first)
+    classes = record.classes if record is not None and record.classes else data.classes
     save(
-        model, run_dir, classes=data.classes, input_shape=data.input_shape,
+        model, run_dir, classes=classes, input_shape=data.input_shape,
         mean=mean, std=std, extra=saved_extra(config),
     )  # fmt: skip
     write_json(run_dir / "metrics.json", metrics)
