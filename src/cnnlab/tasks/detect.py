@@ -87,7 +87,7 @@ class Detect(Task):
             over every member's candidates) or ``"wbf"`` (each member's own detections,
             then weighted boxes fusion at IoU ``fusion_iou``, cnnlab.tasks.box_fusion;
             None: the NMS threshold, so that fusion joins what each member's NMS would
-            have called one object; measured in benchmarks/detect_ensemble.py).
+            have called one object, not the neighbours it kept apart).
     """
 
     name = "detect"
