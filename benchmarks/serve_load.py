@@ -85,11 +85,15 @@ async def load(base: str, bodies: list[bytes], requests: int, concurrency: int) 
             "p99_ms": 1000 * q[98], "codes": codes, "health": health, "wall_s": wall}  # fmt: skip
 
 
-def side(run_dir: str, max_batch: int, bodies: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+def side(
+    run_dir: str, max_batch: int, bodies: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
     port = free_port()
     server = start_server(run_dir, max_batch, port)
     try:
-        return asyncio.run(load(f"http://127.0.0.1:{port}", bodies, args.requests, args.concurrency))
+        return asyncio.run(
+            load(f"http://127.0.0.1:{port}", bodies, args.requests, args.concurrency)
+        )
     finally:
         server.terminate()
         server.wait(30)
@@ -109,7 +113,9 @@ def main() -> None:
     server = start_server(args.run_dir, 1, port)
     try:
         items = httpx.get(f"http://127.0.0.1:{port}/samples").json()["items"][:32]
-        bodies = [httpx.get(f"http://127.0.0.1:{port}/samples/{i['index']}.png").content for i in items]
+        bodies = [
+            httpx.get(f"http://127.0.0.1:{port}/samples/{i['index']}.png").content for i in items
+        ]
     finally:
         server.terminate()
         server.wait(30)
@@ -146,7 +152,9 @@ def main() -> None:
           f"(rounds: {', '.join(f'{g:.2f}' for g in gains)})")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rounds": [{str(k): v for k, v in r.items()} for r in rounds]}, indent=1))
+        args.json.write_text(
+            json.dumps({"rounds": [{str(k): v for k, v in r.items()} for r in rounds]}, indent=1)
+        )
 
 
 if __name__ == "__main__":

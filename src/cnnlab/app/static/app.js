@@ -48,14 +48,15 @@ function jet(t) {
     Math.round(255 * Math.min(1, Math.max(0, 1.5 - Math.abs(4 * t - 2)))),
     Math.round(255 * Math.min(1, Math.max(0, 1.5 - Math.abs(4 * t - 1))))];
 }
-function paint(canvas, grid, lo, hi, ramp = colour) {
+function paint(canvas, grid, lo, hi, ramp = colour, fade = false) {
   const h = grid.length, w = grid[0].length;
   canvas.width = w; canvas.height = h;
   const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
   const span = hi - lo || 1;
   for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
     const [r, g, b] = ramp((grid[y][x] - lo) / span), o = 4 * (y * w + x);
-    img.data[o] = r; img.data[o + 1] = g; img.data[o + 2] = b; img.data[o + 3] = 255;
+    img.data[o] = r; img.data[o + 1] = g; img.data[o + 2] = b;
+    img.data[o + 3] = fade ? Math.round(220 * Math.min(1, Math.max(0, (grid[y][x] - lo) / span)) ** 0.5) : 255;
   }
   ctx.putImageData(img, 0, 0);
 }
@@ -241,8 +242,8 @@ async function showField(layer, y, x, channel) {
   box.hidden = false;
   const ov = $("overlay"), ctx = ov.getContext("2d");
   const eff = document.createElement("canvas");
-  paint(eff, r.effective, 0, 1, jet);
-  ctx.clearRect(0, 0, VIEW, VIEW); ctx.globalAlpha = 0.35; ctx.drawImage(eff, 0, 0, VIEW, VIEW); ctx.globalAlpha = 1;
+  paint(eff, r.effective, 0, 1, jet, true); // transparent where the gradient is zero
+  ctx.clearRect(0, 0, VIEW, VIEW); ctx.imageSmoothingEnabled = false; ctx.drawImage(eff, 0, 0, VIEW, VIEW);
   $("rf-text").textContent = `${layer} cell (${y}, ${x}) depends on input rows ${y0}-${y1}, columns ${x0}-${x1}` +
     ` (${r.size.join("×")} pixels; cnnlab summary's rf for this layer: ${r.summary_rf}, jump ${r.jump}; inside the image,` +
     " clipped at its borders). Shading: |gradient| of the cell for this input (the effective field).";
