@@ -4,6 +4,7 @@ the body and pixel limits, the queue (429) and deadline (504), and what /explain
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import re
 import struct
@@ -298,3 +299,46 @@ def test_model_health_history_docs_and_the_default_host(client: Any) -> None:
     assert not re.search(r"https?://", page.text)
     args = build_parser().parse_args(["serve", "runs/demo"])
     assert args.host == "127.0.0.1" and args.port == 8000
+
+
+def test_detector_and_ensemble_runs_are_served(tiny_scenes: Any, tmp_path: Path) -> None:
+    from cnnlab.engine.config import TrainConfig
+    from cnnlab.runs import run_training
+
+    small = {
+        "channels": 16,
+        "groups": 4,
+        "backbone_args": {"widths": [8, 16, 16], "blocks": [1, 1, 1]},
+    }
+    runs = {
+        "det": {"model": "fcos", "task": "detect", "model_args": small, "ensemble": 1},
+        "ens": {"model": "resnet_mini", "task": "classify", "model_args": {"widths": [8, 16], "blocks": [1, 1]},
+                "ensemble": 2},
+    }  # fmt: skip
+    data = tiny_scenes
+    for name, values in runs.items():
+        config = TrainConfig(
+            name=name, runs_dir=str(tmp_path), epochs=1, batch_size=32, progress=False, report=False,
+            autotune=False, threads=1, tta=False, **values,
+        )  # fmt: skip
+        if name == "ens":  # a classifier of the scenes' first item class
+            data = dataclasses.replace(
+                tiny_scenes, y_train=tiny_scenes.targets_train["labels"].argmax(1),
+                y_test=tiny_scenes.targets_test["labels"].argmax(1), task="classify",
+                targets_train={"label": tiny_scenes.targets_train["labels"].argmax(1)},
+                targets_test={"label": tiny_scenes.targets_test["labels"].argmax(1)},
+            )  # fmt: skip
+        run_training(config, data=data)
+    image = encode(Image.fromarray(tiny_scenes.x_test[0, 0].numpy()))
+    with TestClient(asgi_app(tmp_path / "det")) as c:
+        r = c.post("/predict", content=image).json()
+        assert (
+            r["task"] == "detect" and "boxes" in r["pictures"] and isinstance(r["detections"], list)
+        )
+        assert c.get("/model").json()["grad_cam"] is False
+    with TestClient(asgi_app(tmp_path / "ens")) as c:
+        model = c.get("/model").json()
+        assert model["ensemble"] == 2 and model["layers"][0]["name"] == "features.0"
+        assert len(c.post("/predict", content=image).json()["top"]) == 3
+        maps = c.post("/explain?view=maps&layer=features.0", content=image)
+        assert maps.status_code == 200
