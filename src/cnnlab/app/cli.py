@@ -142,7 +142,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnlab.engine.predictor import format_topk, predict_files
 
-    results = predict_files(args.model, args.images, top_k=args.top_k, output=args.output)
+    results = predict_files(
+        args.model, args.images, top_k=args.top_k, output=args.output, backend=args.backend
+    )
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
@@ -337,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for pictures (masks, keypoints, boxes) and detections.json (detect)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--backend", choices=["torch", "onnx"], default="torch",
+        help="onnx: run MODEL/model.onnx (cnnlab export) with onnxruntime, no TTA",
+    )  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -394,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab.app.cli_serve import add_serve_parser
 
     add_serve_parser(sub)
+
+    from cnnlab.app.cli_export import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 

@@ -102,8 +102,12 @@ def predict_files(
     paths: Sequence[str],
     top_k: int = 3,
     output: str | os.PathLike[str] | None = None,
+    backend: str = "torch",
 ) -> list[Prediction]:
     """Predictions for each file; unreadable files get an ``error`` and are skipped.
+
+    ``backend="onnx"`` runs ``model_dir/model.onnx`` (written by ``cnnlab export``) with
+    onnxruntime instead of the PyTorch model: one forward pass, no test-time augmentation.
 
     A classifier gives its top-k classes. Other tasks give what their task shows
     (multi-label: the labels over their thresholds; segmentation: the share of each
@@ -134,7 +138,12 @@ def predict_files(
     if not images:
         return results
     batch = torch.stack(images)
-    scores = probabilities(model, batch)
+    if backend == "onnx":
+        from cnnlab.engine.export import OnnxRunner, default_path
+
+        scores = task.scores(OnnxRunner(default_path(model_dir, "onnx"))(batch).float())
+    else:
+        scores = probabilities(model, batch)
     image_ids = {id(r): position for position, r in enumerate(results, start=1)}
     for i, result in enumerate(ok):
         _predict_one(task, result, batch[i], scores[i], classes, sizes[i], top_k, output)

@@ -49,6 +49,12 @@ class Classifier(nn.Module):
         check_min_size(self, x, self.min_size)
 
 
+def traced() -> bool:
+    """True while torch.export or torch.compile traces the model: checks that read the
+    data (an id's range) are skipped then, as the traced graph cannot branch on values."""
+    return bool(torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
 def check_num_classes(num_classes: int) -> None:
     """Raise ConfigError unless ``num_classes`` is a positive int."""
     if num_classes < 1:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnlab.core.errors import ConfigError, ShapeMismatchError
-from cnnlab.models.base import Classifier, check_num_classes
+from cnnlab.models.base import Classifier, check_num_classes, traced
 from cnnlab.models.registry import register_model
 
 MODES = ("rand", "static", "non-static", "multichannel")
@@ -152,6 +152,8 @@ class KimCNN(Classifier):
                 f"KimCNN expects integer token ids (B, L), received a "
                 f"{x.dtype} tensor of shape {tuple(x.shape)}"
             )
+        if traced():  # the range check reads the data: eager calls only
+            return
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
             raise ConfigError(
                 f"KimCNN built with vocab_size={self.vocab_size} expects ids in "
@@ -178,8 +180,8 @@ class KimCNN(Classifier):
     @torch.no_grad()
     def apply_max_norm(self) -> None:
         """Rescale the output weight rows whose L2 norm exceeds ``max_norm`` to ``max_norm``."""
-        if self.max_norm is None:
-            return
+        if self.max_norm is None or traced():
+            return  # traced graphs (export, compile) keep the weights they were given
         weight = self.classifier.weight
         norms = weight.norm(dim=1, keepdim=True)  # (num_classes, 1)
         if bool((norms > self.max_norm).any()):  # an untouched weight keeps its autograd version

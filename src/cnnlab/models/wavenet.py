@@ -15,7 +15,7 @@ from cnnlab.core.errors import ConfigError, ShapeMismatchError
 from cnnlab.data.mulaw import mu_law_decode as mu_law_decode  # WaveNet's codes, re-exported
 from cnnlab.data.mulaw import mu_law_encode as mu_law_encode
 from cnnlab.layers.causal import CausalConv1d, CausalQueue
-from cnnlab.models.base import check_num_classes
+from cnnlab.models.base import check_num_classes, traced
 from cnnlab.models.registry import register_model
 
 # -- the network ---------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class WaveNet(nn.Module):
 
     @staticmethod
     def _checked(values: Tensor, bound: int, what: str) -> Tensor:
-        if not values.numel():
+        if not values.numel() or traced():  # reading the range: eager calls only
             return values
         low, high = int(values.min()), int(values.max())
         if low < 0 or high >= bound:
