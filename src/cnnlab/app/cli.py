@@ -171,10 +171,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from cnnlab.inspect.summary import format_summary, group_rows, summary, totals
     from cnnlab.models import create_model, model_info
     from cnnlab.models.saved import config_of, load
+    from cnnlab.models.spec import from_spec, is_spec_path
 
     if Path(args.model).is_dir():
         model = load(args.model)
         shape = tuple(config_of(model).get("input_shape") or ())
+    elif is_spec_path(args.model):  # a network written as a spec (cnnlab.models.spec)
+        model = from_spec(args.model)
+        shape = model.input_shape
     else:
         info = model_info(args.model)
         shape = info.input_shape

@@ -34,11 +34,13 @@ from cnnlab.models.base import Classifier
 from cnnlab.models.ensemble import Ensemble, build_model
 from cnnlab.models.registry import create_model, list_models, model_info, register_model
 from cnnlab.models.segmenter import Segmenter
+from cnnlab.models.spec import SpecNet, from_spec
 
 __all__ = [
     "Classifier",
     "Ensemble",
     "Segmenter",
+    "SpecNet",
     "alexnet",
     "audio_nets",
     "build_model",
@@ -49,6 +51,7 @@ __all__ = [
     "detector",
     "efficientnet",
     "fcn",
+    "from_spec",
     "googlenet",
     "highway",
     "inception_v3",

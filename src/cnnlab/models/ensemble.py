@@ -33,6 +33,7 @@ from cnnlab.core.errors import ConfigError
 from cnnlab.core.records import record_of, set_record
 from cnnlab.models.registry import create_model
 from cnnlab.models.shallow import SHALLOW, build_shallow
+from cnnlab.models.spec import SPEC, from_spec
 
 ENSEMBLE = "ensemble"  # the "architecture" an ensemble's saved config names
 COMBINE_RULES = (
@@ -165,6 +166,8 @@ def build_model(record: dict[str, Any]) -> nn.Module:
     name, args = record["architecture"], record.get("model_args") or {}
     if name == SHALLOW:
         return build_shallow(args, build_model)
+    if name == SPEC:
+        return from_spec(**args)
     if name != ENSEMBLE:
         return create_model(name, **args)
     members = args.get("members")

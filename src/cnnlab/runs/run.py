@@ -24,6 +24,7 @@ from cnnlab.models import create_model, model_info
 from cnnlab.models.ensemble import ENSEMBLE
 from cnnlab.models.saved import read_record, save
 from cnnlab.models.shallow import SHALLOW
+from cnnlab.models.spec import from_spec, is_spec_path
 from cnnlab.tasks import get_task
 
 DEFAULT_MODEL = next(f.default for f in fields(TrainConfig) if f.name == "model")
@@ -33,6 +34,10 @@ def build_model(config: TrainConfig, data: ImageDataset) -> nn.Module:
     """The config's model, sized for the data (channels, classes, image size if fixed, and
     the vocabulary's size for a text model)."""
     task = get_task(config.task or data.task)
+    if is_spec_path(config.model):  # a network written as a spec: sized for the data
+        shape = data.input_shape
+        sized = {"in_channels": shape[0], "input_size": list(shape[1:]), **task.model_args(data)}
+        return from_spec(config.model, **{**sized, **config.model_args})
     # Token ids (N, L) have no channel axis: their models take no in_channels.
     channels = {"in_channels": data.input_shape[0]} if len(data.input_shape) > 1 else {}
     args: dict[str, Any] = {**channels, **task.model_args(data)}
