@@ -79,6 +79,10 @@ class TrainConfig:
     # Regularisation.
     label_smoothing: float = 0.1
     grad_clip: float | None = None  # max global grad norm; None = off
+    # Split each batch into this many micro-batches whose gradients add up before one
+    # optimizer step (memory of batch_size / accumulate, same effective batch). An
+    # out-of-memory error doubles it and reruns the step (cnnlab.engine.step).
+    accumulate: int = 1
     # Flips only: in runs this short, crops and erasing cost more accuracy than they
     # add (10 epochs: flip 93.4%, flip+crop 92.8% on Fashion-MNIST).
     # "auto": flip for images, none for signals and token ids (cnnlab.data.augment.build_augment)
@@ -142,7 +146,7 @@ class TrainConfig:
         """Raise ConfigError naming the field, its value and what was expected."""
         positive = (
             "epochs", "batch_size", "eval_batch_size", "step_epochs", "ema_every", "ensemble",
-            "cycles",
+            "cycles", "accumulate",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)

@@ -169,6 +169,7 @@ class Trainer:
             self.model, self.task, self.optimizer, forward=self._forward,
             bf16=self.cpu.settings.bf16, grad_clip=cfg.grad_clip,
             after_update=self._after_update, check_loss=self._check_loss,
+            accumulate=cfg.accumulate, log=self.log,
         )  # fmt: skip
         # 4. Pick up where a previous run stopped.
         if state is not None:
