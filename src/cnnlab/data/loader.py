@@ -84,6 +84,9 @@ class BatchLoader:
         self.channels_last = channels_last
         self.flip_index = flip_index
         self.epoch = 0  # the trainer sets it; position-aware augmentation reads it
+        # (rank, world) of a distributed run: every rank draws the same global batch and
+        # keeps its own contiguous slice (cnnlab.engine.distributed); (0, 1) otherwise.
+        self.shard = (0, 1)
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -114,6 +117,11 @@ class BatchLoader:
                     x = x.contiguous(memory_format=torch.channels_last)
             elif x.is_floating_point():
                 x = self.normalize.signal(x)
+            if self.shard[1] > 1:  # a distributed rank: its slice of the global batch
+                rank, world = self.shard
+                size = len(x) // world
+                part = slice(rank * size, (rank + 1) * size)
+                x, targets = x[part], {k: v[part] for k, v in targets.items()}
             yield x, (targets if is_dict else targets["label"])
 
     def _augment(

@@ -83,6 +83,9 @@ class TrainConfig:
     # optimizer step (memory of batch_size / accumulate, same effective batch). An
     # out-of-memory error doubles it and reruns the step (cnnlab.engine.step).
     accumulate: int = 1
+    # Train on this many processes of this machine with PyTorch DDP (gloo on CPU): the
+    # batch is split across them (cnnlab.engine.distributed). 1 = one process.
+    nproc: int = 1
     # Flips only: in runs this short, crops and erasing cost more accuracy than they
     # add (10 epochs: flip 93.4%, flip+crop 92.8% on Fashion-MNIST).
     # "auto": flip for images, none for signals and token ids (cnnlab.data.augment.build_augment)
@@ -146,7 +149,7 @@ class TrainConfig:
         """Raise ConfigError naming the field, its value and what was expected."""
         positive = (
             "epochs", "batch_size", "eval_batch_size", "step_epochs", "ema_every", "ensemble",
-            "cycles", "accumulate",
+            "cycles", "accumulate", "nproc",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from cnnlab.core.rundir import RunDir
 from cnnlab.data.augment import build_augment
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import BatchLoader, Normalize
-from cnnlab.engine import autotune, budget, evaluator, finetune, lr_find
+from cnnlab.engine import autotune, budget, distributed, evaluator, finetune, lr_find
 from cnnlab.engine.callbacks import Callback, EarlyStopping
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.engine.config import TrainConfig
@@ -77,7 +78,9 @@ class Trainer:
         if config.early_stopping:
             self.callbacks.append(EarlyStopping(config.early_stopping))
         self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir
-        self.save = not config.fast_dev_run
+        self.rank, self.world = distributed.rank_and_world()
+        self.agreed_steps = 0  # distributed: steps after which the ranks' weights agreed
+        self.save = not config.fast_dev_run and self.rank == 0  # rank 0 writes the run folder
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
         self.batch = 0  # batch index within the current epoch
@@ -193,6 +196,7 @@ class Trainer:
             self.epoch += 1
             self.log(epoch_line(row, self.epochs))
             self._emit("after_epoch")
+            distributed.barrier()  # every rank has finished the epoch's steps
             if self.save:
                 self._checkpoint()
         if self.watch is not None:
@@ -269,6 +273,9 @@ class Trainer:
                 self._emit("before_batch")
                 losses, outputs = self.step(x, targets)
                 self.global_step += 1
+                if self.world > 1:
+                    distributed.check_agree(self.model, self.global_step)
+                    self.agreed_steps += 1
                 self.schedule.after_batch()
                 loss_sum += losses["loss"] * len(x)
                 metrics.update(outputs, targets)
@@ -362,6 +369,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # Only the training forward is compiled; self.model keeps plain state_dict keys.
         self._forward = torch.compile(self.model) if self.cpu.settings.compile else self.model
+        if self.world > 1:  # gradients averaged across the ranks in backward
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._forward = DistributedDataParallel(self.model)
         if self.save:
             write_json(self.files.cpu_settings, self.cpu.to_dict())
 
@@ -374,6 +385,10 @@ class Trainer:
         same cached choice instead of each timing its own under the others' load.
         """
         cfg = self.config
+        if self.world > 1:  # ranks must compute alike: no timing side by side
+            settings = autotune.CpuSettings.of(cfg)
+            plain = dataclasses.replace(settings, compile=False)
+            return autotune.Choice(plain, f"distributed ({self.world} ranks): no tuning")
         if n_train is None:
             n_train = train_images(data, cfg.val_split)
         task = self._resolve_task(data)
@@ -400,12 +415,14 @@ class Trainer:
     ) -> BatchLoader:
         """The training loader: shuffled, augmented, whole batches, in the chosen layout."""
         cfg = self.config
-        return BatchLoader(
+        loader = BatchLoader(
             x, y, cfg.batch_size, self.normalize, shuffle=True,
             augment=build_augment(cfg.augment, input_kind(x)), generator=generator, drop_last=True,
             limit_batches=1 if cfg.fast_dev_run else cfg.limit_batches,
             channels_last=self.cpu.settings.channels_last, flip_index=data.flip_index,
         )  # fmt: skip
+        loader.shard = (self.rank, self.world)
+        return loader
 
     def _time_step(self, data: ImageDataset, x: torch.Tensor, y: Targets) -> float:
         """Seconds per training step here: a copy of the model, the run's optimizer, batches

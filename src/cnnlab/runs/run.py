@@ -17,6 +17,7 @@ from cnnlab.core.io import atomic_write_text, write_json
 from cnnlab.core.records import record_of, require_record
 from cnnlab.data.dataset import ImageDataset
 from cnnlab.data.loader import Normalize
+from cnnlab.engine import distributed
 from cnnlab.engine.callbacks import Callback
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.trainer import Trainer, train_images
@@ -87,19 +88,25 @@ def train_one(
     log: Callable[[str], None] = print,
     callbacks: Sequence[Callback] = (),
 ) -> tuple[dict[str, Any], nn.Module]:
-    """One model's run (what run_training does without an ensemble): (metrics, model)."""
+    """One model's run (what run_training does without an ensemble): (metrics, model).
+
+    In a distributed run (cnnlab.engine.distributed) every rank trains; rank 0 alone
+    tests (each test image once) and writes the run folder."""
     # 1. Data and model, both seeded so a rerun builds the same initial weights.
     if data is None:
         data = datasets.load(config.dataset, **config.dataset_args)
     torch.manual_seed(config.seed)
     model = build_model(config, data)
-    start_run_dir(config)
+    if distributed.rank_and_world()[0] == 0:  # a distributed run's folder is rank 0's
+        start_run_dir(config)
     # 2. Train.
     trainer = Trainer(model, config, log=log, callbacks=callbacks)
     started = time.perf_counter()
     history = trainer.fit(data, resume=resume)
     train_seconds = sum(row["seconds"] for row in history)
     # 3. Test and record.
+    if trainer.rank != 0:
+        return {}, trainer.model
     tested = time.perf_counter()
     test = trainer.evaluate(data.x_test, data.targets_test)
     test_seconds = time.perf_counter() - tested
@@ -114,6 +121,11 @@ def train_one(
         "dataset": data.name,
         "run_dir": str(config.run_dir),
     }
+    if trainer.world > 1:
+        metrics["distributed"] = {
+            "processes": trainer.world,
+            "ranks_agreed_steps": trainer.agreed_steps,
+        }
     if trainer.plan is not None:  # what the budget bought and what was spent
         spent = trainer.plan.used.get("fit_seconds", train_seconds) + test_seconds
         metrics["time_budget"] = {
