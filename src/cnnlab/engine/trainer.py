@@ -80,6 +80,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir
         self.rank, self.world = distributed.rank_and_world()
         self.agreed_steps = 0  # distributed: steps after which the ranks' weights agreed
+        self.saved_epoch: int | None = None  # the epoch of the checkpoint on disk
         self.save = not config.fast_dev_run and self.rank == 0  # rank 0 writes the run folder
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
@@ -153,6 +154,11 @@ class Trainer:
         self._record(data, mean, std)
         self.unfreezer = finetune.apply_freezing(self.model, cfg, self.log)
         state = self._load_state() if resume else None
+        if state is not None:
+            self.saved_epoch = int(state["epoch"])
+        if self.save and self.run_dir.exists():  # temp files of a write a kill cut short
+            for stale in self.run_dir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         self._resolve_cpu_settings(data, len(x_train), state)
         # 3. Loaders, the time budget's plan (if any), optimizer and schedule.
         train_loader = self._loader(x_train, y_train, data, self.generator)
@@ -547,7 +553,19 @@ class Trainer:
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
-        save_checkpoint(self.checkpoint_path, state)
+        try:
+            save_checkpoint(self.checkpoint_path, state)
+        except OSError as e:  # a full disk, a lost mount: the previous file is untouched
+            kept = (
+                f"the previous checkpoint {self.checkpoint_path} (epoch {self.saved_epoch}) is intact"
+                if self.saved_epoch is not None
+                else "no earlier checkpoint exists"
+            )
+            raise CheckpointError(
+                f"could not write the checkpoint after epoch {self.epoch} ({e}); {kept}; free "
+                "space and continue with --resume"
+            ) from None
+        self.saved_epoch = self.epoch
         atomic_write_text(self.files.history, history_csv(self.history))
 
     def _load_state(self) -> dict[str, Any]:
