@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Real data sets (FSDD, MR, CWRU) beside the project, found through $CNNLAB_DATA_DIRS.
 SHARED_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test interop export-zoo lint bench bench-recipes bench-budget bench-detect bench-signals data browser install clean
+.PHONY: demo test interop export-zoo reliability lint bench bench-recipes bench-budget bench-detect bench-signals data browser install clean
 
 demo: $(STAMP) data
 	$(VENV)/bin/cnnlab train --recipe fmnist-fast --name demo
@@ -30,6 +30,11 @@ interop: $(STAMP) .venv-keras/.installed .venv-torchvision/.installed
 # ONNX and torch.export parity of the zoo's largest models (~4 min; the rest run in make test).
 export-zoo: $(STAMP)
 	CNNLAB_EXPORT_ZOO=1 $(PY) -m pytest -q -m zoo_export tests/engine/test_export.py
+
+# The reliability suite: 20 SIGKILLs (resumes bit-identical), a full disk during a save,
+# a NaN loss, damaged and pickled weight files, the serving limits; one table (~5 min).
+reliability: $(STAMP)
+	$(PY) tests/reliability.py --kills 20
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

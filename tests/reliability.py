@@ -52,9 +52,15 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def kill_and_resume(
-    runs: Path, reference: dict[str, torch.Tensor], i: int, aim_at_write: bool
+    runs: Path,
+    reference: dict[str, torch.Tensor],
+    i: int,
+    aim_at_write: bool,
+    span: tuple[float, float],
 ) -> dict[str, Any]:
-    """One kill: returns what happened and what (if anything) was lost."""
+    """One kill: at a random moment of training (``span``: seconds after the start), or
+    aimed at a random checkpoint write (the n-th temp file seen). Returns what happened
+    and what was lost."""
     from cnnlab.engine.checkpoint import load_checkpoint
 
     name = f"kill-{i}"
@@ -63,16 +69,21 @@ def kill_and_resume(
         train_command(runs, name), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     started = time.monotonic()
-    moment = random.uniform(2.5, 9.0)  # torch's import takes ~2 s; training ~4-8 s here
+    moment = random.uniform(*span)
+    target_write = random.randint(1, EPOCHS - 1)
+    writes: set[str] = set()
     during_write = False
     while proc.poll() is None:
-        elapsed = time.monotonic() - started
-        writing = run.exists() and any(p.name.startswith(".checkpoint") for p in run.iterdir())
-        if (aim_at_write and writing and elapsed > 2.5) or elapsed > moment:
-            during_write = writing
+        temps = set()
+        if run.exists():
+            temps = {p.name for p in run.iterdir() if p.name.startswith(".checkpoint")}
+        writes |= temps
+        due = len(writes) >= target_write if aim_at_write else time.monotonic() - started > moment
+        if due:
+            during_write = bool(temps)
             proc.send_signal(signal.SIGKILL)
             break
-        time.sleep(0.0005 if aim_at_write else 0.01)
+        time.sleep(0.0002 if aim_at_write else 0.005)
     proc.wait()
     killed = proc.returncode == -signal.SIGKILL
     lost: list[str] = []
@@ -256,20 +267,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
         (runs / "net.yaml").write_text(SPEC)
+        started = time.monotonic()
         reference_run = subprocess.run(
             train_command(runs, "reference"), capture_output=True, text=True
         )
         assert reference_run.returncode == 0, reference_run.stderr[-2000:]
+        total = time.monotonic() - started
         reference = weights(runs / "reference")
-        results = [
-            kill_and_resume(runs, reference, i, aim_at_write=i % 2 == 1) for i in range(args.kills)
-        ]
+        span = (0.45 * total, 0.9 * total)  # training fills the end, after imports and loading
+        results = [kill_and_resume(runs, reference, i, i % 2 == 1, span) for i in range(args.kills)]
         killed = sum(r["killed"] for r in results)
         writes = sum(r["during_write"] for r in results)
         lost = [x for r in results for x in r["lost"]]
         before = sum(r["epoch"] is None for r in results)
         rows.append((f"SIGKILL during training ({writes} during a checkpoint write, {before} before the "
-                     f"first checkpoint), then --resume: checkpoints load, weights bit-identical",
+                     f"first checkpoint was on disk), then --resume: checkpoints load, bit-identical",
                      killed, "; ".join(lost) or "nothing"))  # fmt: skip
         failed |= bool(lost) or killed < args.kills
         for what, check in (("full disk during a checkpoint save (ENOSPC)", full_disk),
