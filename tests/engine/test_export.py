@@ -98,3 +98,53 @@ def test_cli_export_int8_and_predict_with_the_onnx_backend(
     onnx_top = predict_files(served_run, [str(image)], backend="onnx")[0].top
     assert [c for c, _ in onnx_top] == [c for c, _ in torch_top]
     assert [p for _, p in onnx_top] == pytest.approx([p for _, p in torch_top], abs=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["softmax", "vote", "weighted", "stacked", "sigmoid"])
+def test_an_ensemble_exports_as_one_graph(rule: str, tmp_path: Path) -> None:
+    """Every member and the rule in one file: the graph equals the Ensemble, not a member,
+    and a saved ensemble folder exports from the CLI."""
+    import onnxruntime
+
+    from cnnlab.models.ensemble import Ensemble
+    from cnnlab.models.saved import save
+
+    members = [small("lenet5") for _ in range(2)]
+    with torch.no_grad():
+        members[1].apply(lambda m: m.reset_parameters() if hasattr(m, "reset_parameters") else None)
+    ensemble = Ensemble(members, combine=rule).eval()
+    gen = torch.Generator().manual_seed(1)
+    if rule == "weighted":
+        ensemble.weights.copy_(torch.tensor([0.2, 0.8]))
+    if rule == "stacked":
+        ensemble.stack_coef.normal_(generator=gen)
+        ensemble.stack_bias.normal_(generator=gen)
+    folder = save(ensemble, tmp_path / "ens")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli(["export", str(folder)]) == 0
+    described = json.loads((folder / "model.onnx.json").read_text())
+    assert described["ensemble"] == {"combine": rule, "members": ["lenet5", "lenet5"]}
+    x = torch.randint(0, 256, (4, 1, 32, 32), generator=gen, dtype=torch.uint8)
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+    got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+    from cnnlab.engine.export import wrap
+
+    with torch.no_grad():
+        want = wrap(ensemble)[0](x)
+        member = wrap(members[0])[0](x).log_softmax(1)
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(got, member, atol=1e-2)  # the rule, not the first member
+
+
+def test_a_box_fusing_detector_ensemble_exports_its_members_side_by_side(tmp_path: Path) -> None:
+    from cnnlab.models.ensemble import Ensemble
+
+    members = [small("fcos") for _ in range(2)]
+    ensemble = Ensemble(members, combine="wbf").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = export(ensemble, tmp_path / "m.onnx")
+        assert check_parity(ensemble, path, "onnx") <= PARITY_TOLERANCE
+    described = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert "side by side" in described["output"] and described["ensemble"]["combine"] == "wbf"

@@ -10,6 +10,11 @@ ids, signals) go in as the model takes them. The batch axis is dynamic. Beside t
 the output's meaning, the classes, the task and the normalisation that the graph already
 applies (for reference only).
 
+An ensemble exports as one graph: every member and the combination rule (soft average,
+vote, weighted, stacked, sigmoid, mean), all in tensor ops; its output is what the
+Ensemble's forward gives (log-probabilities for the classification rules). The box rules
+(``wbf``, ``nms``) export the members' raw outputs side by side: fusing boxes is decoding.
+
 Detection exports the raw per-prior outputs; decoding and NMS (cnnlab.tasks.detect) stay
 in Python, because data-dependent output sizes do not export cleanly to ONNX opset
 ops onnxruntime runs on the CPU; the JSON says so.
@@ -129,7 +134,24 @@ def describe(
         "detect": "raw per-prior outputs (N, P, 5 + K); decode and NMS with cnnlab (cnnlab.tasks.detect)",
         "keypoints": "keypoint outputs as the model gives them",
     }.get(record.task, "the model's raw output")
-    return {
+    ensemble = record.architecture == "ensemble" and isinstance(record.model_args, dict)
+    if ensemble:
+        args = dict(record.model_args)
+        combine = args.get("combine", "softmax")
+        output = {
+            "softmax": "log of the members' mean class probabilities (N, num_classes)",
+            "weighted": "log of the members' weighted mean class probabilities (N, num_classes)",
+            "vote": "log of each class's share of the members' votes (N, num_classes)",
+            "boosted": "log of each class's share of the members' SAMME-weighted votes (N, num_classes)",
+            "stacked": "the meta-learner's log-probabilities (N, num_classes)",
+            "sigmoid": "logit of the members' mean label probabilities (N, num_classes)",
+            "mean": f"the mean of the members' outputs, each: {output}",
+            "wbf": "the members' raw per-prior outputs side by side (N, M x P, 5 + K); decode "
+            "and fuse with cnnlab (cnnlab.tasks.detect, weighted box fusion)",
+            "nms": "the members' raw per-prior outputs side by side (N, M x P, 5 + K); decode "
+            "and fuse with cnnlab (cnnlab.tasks.detect, NMS over every member's boxes)",
+        }.get(combine, output)
+    described = {
         "format": fmt,
         "input": {"name": "x", "dtype": str(x.dtype).replace("torch.", ""), "shape": ["batch", *x.shape[1:]]},
         "preprocessing": (
@@ -140,6 +162,12 @@ def describe(
         "output": output, "task": record.task, "classes": record.classes,
         "architecture": record.architecture, "tta": "not applied (the graph is one forward pass)",
     }  # fmt: skip
+    if ensemble:
+        described["ensemble"] = {
+            "combine": combine,
+            "members": [m.get("architecture") for m in args.get("members", [])],
+        }
+    return described
 
 
 def default_path(run_dir: str | os.PathLike[str], fmt: str, int8: bool = False) -> Path:
