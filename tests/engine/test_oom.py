@@ -119,3 +119,22 @@ def test_only_memory_errors_are_recovered() -> None:
         TrainStep(
             net, get_task("classify"), torch.optim.SGD(net.parameters(), lr=0.1), accumulate=0
         )
+
+
+def test_a_resumed_run_keeps_the_micro_batch_that_fitted(
+    bars: ImageDataset, quick_config: TrainConfig, tmp_path: Path
+) -> None:
+    from cnnlab.engine.checkpoint import load_checkpoint
+
+    config = dataclasses.replace(quick_config, runs_dir=str(tmp_path), epochs=1, autotune=False)
+    limited = model()
+    memory_limit(limited, 8)
+    Trainer(limited, config, log=lambda _: None).fit(bars)
+    assert int(load_checkpoint(config.run_dir / "checkpoint.safetensors")["accumulate"]) == 4
+    lines: list[str] = []
+    again = model()
+    memory_limit(again, 8)
+    resumed = Trainer(again, config, log=lines.append)
+    resumed.fit(bars, resume=True)
+    assert resumed.step.accumulate == 4 and resumed.step.recoveries == []
+    assert any("accumulate 1 -> 4" in line for line in lines)

@@ -546,6 +546,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state()},
             "epoch": self.epoch,
             "global_step": self.global_step,
+            "accumulate": self.step.accumulate,  # after an out-of-memory recovery: the halved micro-batch
             "history": self.history,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "config": self.config.to_dict(),
@@ -605,6 +606,11 @@ class Trainer:
             # schedule over the plan's steps, as the uninterrupted run did.
             self._lay_schedule(self.plan.total_steps)
         self.history = list(state["history"])
+        accumulate = int(state.get("accumulate", self.step.accumulate))
+        if accumulate > self.step.accumulate:  # memory ran out before: start where it fits
+            self.log(f"accumulate {self.step.accumulate} -> {accumulate}, as the run had "
+                     "reached after running out of memory")  # fmt: skip
+            self.step.accumulate = accumulate
         self.log(f"resumed from {path} after epoch {self.epoch}")
 
 
