@@ -52,6 +52,35 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_tensors(run / "model.safetensors")[0]
 
 
+def kill_once(
+    runs: Path, name: str, aim_at_write: bool, target_write: int, moment: float
+) -> tuple[bool, bool, int]:
+    """Start the training run ``name`` afresh and SIGKILL it at the ``target_write``-th
+    checkpoint temp file seen, or ``moment`` seconds after its start. Returns whether the
+    kill landed, whether a checkpoint write was under way, and how many writes were seen."""
+    run = runs / name
+    shutil.rmtree(run, ignore_errors=True)
+    proc = subprocess.Popen(
+        train_command(runs, name), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    started = time.monotonic()
+    writes: set[str] = set()
+    during_write = False
+    while proc.poll() is None:
+        temps = set()
+        if run.exists():
+            temps = {p.name for p in run.iterdir() if p.name.startswith(".checkpoint")}
+        writes |= temps
+        due = len(writes) >= target_write if aim_at_write else time.monotonic() - started > moment
+        if due:
+            during_write = bool(temps)
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.0002 if aim_at_write else 0.005)
+    proc.wait()
+    return proc.returncode == -signal.SIGKILL, during_write, len(writes)
+
+
 def kill_and_resume(
     runs: Path,
     reference: dict[str, torch.Tensor],
@@ -70,35 +99,13 @@ def kill_and_resume(
     target_write = random.randint(1, EPOCHS - 1)
     # A run that ends before its kill (a faster machine, a write too quick to see) is tried
     # again, sooner: the table counts kills that happened, and CI needs all of them.
-    retries = -1
-    for _attempt in range(8):
+    killed, during_write, seen = kill_once(runs, name, aim_at_write, target_write, moment)
+    retries = 0
+    while not killed and retries < 7:
         retries += 1
-        shutil.rmtree(run, ignore_errors=True)
-        proc = subprocess.Popen(
-            train_command(runs, name), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        started = time.monotonic()
-        writes: set[str] = set()
-        during_write = False
-        while proc.poll() is None:
-            temps = set()
-            if run.exists():
-                temps = {p.name for p in run.iterdir() if p.name.startswith(".checkpoint")}
-            writes |= temps
-            due = (
-                len(writes) >= target_write if aim_at_write else time.monotonic() - started > moment
-            )
-            if due:
-                during_write = bool(temps)
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.0002 if aim_at_write else 0.005)
-        proc.wait()
-        if proc.returncode == -signal.SIGKILL:
-            break
         moment *= 0.6
-        target_write = max(1, min(target_write, len(writes)) // 2)
-    killed = proc.returncode == -signal.SIGKILL
+        target_write = max(1, min(target_write, seen) // 2)
+        killed, during_write, seen = kill_once(runs, name, aim_at_write, target_write, moment)
     lost: list[str] = []
     checkpoint = run / "checkpoint.safetensors"
     epoch = None

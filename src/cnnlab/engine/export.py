@@ -32,6 +32,7 @@ from torch import nn
 from cnnlab.core.errors import CnnlabError, ConfigError
 from cnnlab.core.io import write_json
 from cnnlab.core.records import ModelRecord, record_of
+from cnnlab.models.ensemble import ENSEMBLE
 
 FORMATS = ("onnx", "torch-export")
 
@@ -134,10 +135,13 @@ def describe(
         "detect": "raw per-prior outputs (N, P, 5 + K); decode and NMS with cnnlab (cnnlab.tasks.detect)",
         "keypoints": "keypoint outputs as the model gives them",
     }.get(record.task, "the model's raw output")
-    ensemble = record.architecture == "ensemble" and isinstance(record.model_args, dict)
+    ensemble = record.architecture == ENSEMBLE and isinstance(record.model_args, dict)
     if ensemble:
-        args = dict(record.model_args)
-        combine = args.get("combine", "softmax")
+        combine = record.model_args.get("combine", "softmax")  # saved without a key: softmax
+        side_by_side = (
+            "the members' raw per-prior outputs side by side (N, M x P, 5 + K); decode and "
+            "fuse with cnnlab (cnnlab.tasks.detect, {})"
+        )
         output = {
             "softmax": "log of the members' mean class probabilities (N, num_classes)",
             "weighted": "log of the members' weighted mean class probabilities (N, num_classes)",
@@ -146,10 +150,8 @@ def describe(
             "stacked": "the meta-learner's log-probabilities (N, num_classes)",
             "sigmoid": "logit of the members' mean label probabilities (N, num_classes)",
             "mean": f"the mean of the members' outputs, each: {output}",
-            "wbf": "the members' raw per-prior outputs side by side (N, M x P, 5 + K); decode "
-            "and fuse with cnnlab (cnnlab.tasks.detect, weighted box fusion)",
-            "nms": "the members' raw per-prior outputs side by side (N, M x P, 5 + K); decode "
-            "and fuse with cnnlab (cnnlab.tasks.detect, NMS over every member's boxes)",
+            "wbf": side_by_side.format("weighted box fusion"),
+            "nms": side_by_side.format("NMS over every member's boxes"),
         }.get(combine, output)
     described = {
         "format": fmt,
@@ -165,7 +167,7 @@ def describe(
     if ensemble:
         described["ensemble"] = {
             "combine": combine,
-            "members": [m.get("architecture") for m in args.get("members", [])],
+            "members": [m.get("architecture") for m in record.model_args.get("members", [])],
         }
     return described
 
